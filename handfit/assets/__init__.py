@@ -1,0 +1,1 @@
+"""The open hand model (MANO format) and the script that builds it."""

@@ -1,0 +1,1 @@
+"""Dataset readers, the synthetic dataset, TFDS builders and the input pipeline."""

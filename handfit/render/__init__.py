@@ -1,0 +1,1 @@
+"""Differentiable rendering: cameras, soft silhouettes, hard rasterisation, textures."""
