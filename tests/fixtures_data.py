@@ -197,6 +197,8 @@ def write_stb(
             joints[..., 0] = -joints[..., 0]  # STB shows left hands
             # joint 0: the palm centre
             joints[:, 0] = 0.5 * (joints[:, CANONICAL.index("middle_mcp")] + joints[:, 0])
+            if sensor == "BB":  # centre the hand between the two cameras' views
+                joints += np.array([0.06, 0.0, 0.0], np.float32)
             hands[sensor] = joints
             mm = joints.astype(np.float64) * 1000.0
             if sensor == "SK":  # labels live in the depth camera: X_d = R X_c + T

@@ -1,0 +1,250 @@
+"""TFDS builders over the dataset readers: array_record files, no TensorFlow.
+
+One builder per dataset, registered under a ``handfit_`` name so it cannot clash
+with a TFDS catalogue entry:
+
+| builder | splits |
+|---|---|
+| ``handfit_rhd`` | ``training``, ``evaluation`` |
+| ``handfit_stb`` | ``train`` (B2-B6), ``test`` (B1Counting + B1Random); BB left and right |
+| ``handfit_dexter_object`` | ``test`` |
+| ``handfit_freihand`` | ``training`` (all four image versions), ``evaluation`` |
+
+Each builder reads the dataset from TFDS's manual directory (default
+``<data_dir>/downloads/manual``; see ``MANUAL_DOWNLOAD_INSTRUCTIONS``), with the
+readers' default options: RHD's mask rule with the wrist as joint 0, STB's palm
+centre as joint 0, and no mirroring (``side`` says which hand it is; mirroring
+is the input pipeline's job, :func:`handfit.data.example.mirror`).
+
+Every split keeps the reader's order (``disable_shuffling``): record ``i`` of
+``tfds.data_source(...)[split]`` is example ``i`` of the reader. Images are
+stored as PNG (FreiHAND: its own JPEG bytes, not re-encoded); masks as PNG
+``[H, W, 1]`` in {0, 1}. Read them back with :func:`data_source` (or
+``tfds.data_source``); ``tfds.load`` needs TensorFlow and is not used.
+
+Features (all builders): ``image`` uint8 ``[H, W, 3]``, ``K`` float32 ``[3, 3]``,
+``joints3d`` float32 ``[21, 3]`` (metres, NaN = unlabelled), ``joints2d`` float32
+``[21, 2]``, ``visible`` bool ``[21]``, ``side`` ClassLabel (0 left, 1 right),
+``joint0`` text ('wrist' or 'palm'), ``sample_id`` text. RHD adds ``mask``;
+FreiHAND adds ``mask`` and ``has_mask`` (False, mask all 0, on 'evaluation'),
+``mano_pose`` [48], ``mano_shape`` [10], ``mano_uv_root`` [2], ``mano_scale`` [],
+``vertices`` [V, 3].
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+from PIL import Image
+
+from handfit.data import dexter_object, freihand, rhd, stb
+from handfit.data import example as ex
+
+
+def _instructions(info: ex.DatasetInfo) -> str:
+    return (
+        f"Download {info.name} from {info.url} and unpack it into the manual directory "
+        f"(default <data_dir>/downloads/manual, or --manual_dir) so that "
+        f"<manual_dir>/{info.folder}/ holds:\n{info.layout}"
+    )
+
+
+def _common_features(height: int, width: int, jpeg: bool = False) -> dict:
+    return {
+        "image": tfds.features.Image(
+            shape=(height, width, 3), encoding_format="jpeg" if jpeg else "png"
+        ),
+        "K": tfds.features.Tensor(shape=(3, 3), dtype=np.float32),
+        "joints3d": tfds.features.Tensor(shape=(21, 3), dtype=np.float32),
+        "joints2d": tfds.features.Tensor(shape=(21, 2), dtype=np.float32),
+        "visible": tfds.features.Tensor(shape=(21,), dtype=np.bool_),
+        "side": tfds.features.ClassLabel(names=[ex.LEFT, ex.RIGHT]),
+        "joint0": tfds.features.Text(),
+        "sample_id": tfds.features.Text(),
+    }
+
+
+def _common_record(example: ex.Example, image) -> dict:
+    return {
+        "image": image,
+        "K": example.K.astype(np.float32),
+        "joints3d": example.joints3d.astype(np.float32),
+        "joints2d": example.joints2d.astype(np.float32),
+        "visible": example.visible.astype(bool),
+        "side": example.side,
+        "joint0": example.joint0,
+        "sample_id": example.sample_id,
+    }
+
+
+def _mask_image(mask: np.ndarray) -> Image.Image:
+    return Image.fromarray(mask.astype(np.uint8))
+
+
+class _ReaderBuilder(tfds.core.GeneratorBasedBuilder):
+    """Shared parts: features from ``_features()``, records from ``_record()``."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "First release."}
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        # TFDS's own lookup touches `importlib_resources` (not installed) for builders
+        # defined in a package; this file is where the builder's code lives.
+        return epath.Path(inspect.getfile(cls))
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.__doc__,
+            features=tfds.features.FeaturesDict(self._features()),
+            disable_shuffling=True,
+        )
+
+    def _features(self) -> dict:
+        raise NotImplementedError
+
+    def _record(self, example: ex.Example, reader) -> dict:
+        return _common_record(example, Image.fromarray(example.image))
+
+    def _generate_examples(self, reader):
+        for index in range(len(reader)):
+            yield index, self._record(reader[index], reader)
+
+
+class HandfitRhd(_ReaderBuilder):
+    """RHD (Rendered Hand Pose), one example per image: the hand chosen by hand3d's mask rule."""
+
+    MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions(rhd.INFO)
+
+    def _features(self):
+        return _common_features(*rhd.SIZE) | {
+            "mask": tfds.features.Image(shape=(*rhd.SIZE, 1), encoding_format="png")
+        }
+
+    def _record(self, example, reader):
+        return _common_record(example, Image.fromarray(example.image)) | {
+            "mask": _mask_image(example.mask)
+        }
+
+    def _split_generators(self, dl_manager):
+        return {
+            split: self._generate_examples(rhd.RHD(dl_manager.manual_dir, split))
+            for split in rhd.SPLITS
+        }
+
+
+class HandfitStb(_ReaderBuilder):
+    """STB (Stereo Hand Pose Benchmark), Bumblebee2 left and right images; joint 0 the palm."""
+
+    MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions(stb.INFO)
+
+    def _features(self):
+        return _common_features(*stb.SIZE)
+
+    def _split_generators(self, dl_manager):
+        return {
+            split: self._generate_examples(stb.STB(dl_manager.manual_dir, split))
+            for split in stb.SPLITS
+        }
+
+
+class HandfitDexterObject(_ReaderBuilder):
+    """Dexter+Object (test only): fingertips labelled, other joints NaN and not visible."""
+
+    MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions(dexter_object.INFO)
+
+    def _features(self):
+        return _common_features(*dexter_object.SIZE)
+
+    def _split_generators(self, dl_manager):
+        return {"test": self._generate_examples(dexter_object.DexterObject(dl_manager.manual_dir))}
+
+
+class HandfitFreihand(_ReaderBuilder):
+    """FreiHAND: right hands with MANO fits; training has four image versions per annotation."""
+
+    MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions(freihand.INFO)
+
+    def _features(self):
+        return _common_features(*freihand.SIZE, jpeg=True) | {
+            "mask": tfds.features.Image(shape=(*freihand.SIZE, 1), encoding_format="png"),
+            "has_mask": tfds.features.Tensor(shape=(), dtype=np.bool_),
+            "mano_pose": tfds.features.Tensor(shape=(48,), dtype=np.float32),
+            "mano_shape": tfds.features.Tensor(shape=(10,), dtype=np.float32),
+            "mano_uv_root": tfds.features.Tensor(shape=(2,), dtype=np.float32),
+            "mano_scale": tfds.features.Tensor(shape=(), dtype=np.float32),
+            "vertices": tfds.features.Tensor(shape=(None, 3), dtype=np.float32),
+        }
+
+    def _record(self, example, reader):
+        # The JPEG's own bytes: re-encoding would lose quality. The reader has decoded
+        # and size-checked it already.
+        with open(example.image_path, "rb") as f:
+            record = _common_record(example, f.read())
+        has_mask = example.mask is not None
+        mask = example.mask if has_mask else np.zeros(freihand.SIZE, np.uint8)
+        return record | {
+            "mask": _mask_image(mask),
+            "has_mask": has_mask,
+            "mano_pose": example.mano_pose,
+            "mano_shape": example.mano_shape,
+            "mano_uv_root": example.mano_uv_root,
+            "mano_scale": np.float32(example.mano_scale),
+            "vertices": example.vertices,
+        }
+
+    def _split_generators(self, dl_manager):
+        return {
+            split: self._generate_examples(freihand.FreiHAND(dl_manager.manual_dir, split))
+            for split in freihand.SPLITS
+        }
+
+
+BUILDERS = {
+    "rhd": HandfitRhd,
+    "stb": HandfitStb,
+    "dexter_object": HandfitDexterObject,
+    "freihand": HandfitFreihand,
+}
+
+
+def prepare(dataset: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLike | None = None):
+    """Builds ``dataset``'s array_record files under ``data_dir`` (a no-op if already built).
+
+    Args:
+      dataset: a key of :data:`BUILDERS` ('rhd', 'stb', 'dexter_object', 'freihand').
+      data_dir: TFDS data directory for the prepared files.
+      manual_dir: where the downloaded dataset lies (the readers' ``data_dir``);
+        default ``<data_dir>/downloads/manual``.
+    Returns:
+      The builder.
+    Raises:
+      DatasetNotFoundError naming the missing file when the download is incomplete.
+    """
+    if dataset not in BUILDERS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(BUILDERS)}")
+    builder = BUILDERS[dataset](data_dir=os.fspath(data_dir))
+    if manual_dir is None:
+        manual_dir = os.path.join(os.fspath(data_dir), "downloads", "manual")
+    if not builder.is_prepared():
+        # An empty or absent manual_dir fails in TFDS with MANUAL_DOWNLOAD_INSTRUCTIONS; a
+        # partial download fails in the readers (built for every split before any example is
+        # written), naming the missing file.
+        builder.download_and_prepare(
+            file_format="array_record",
+            download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)),
+        )
+    return builder
+
+
+def data_source(dataset: str, split: str, data_dir: str | os.PathLike):
+    """Random-access source over a prepared split: ``tfds.data_source`` of ``dataset``'s builder."""
+    if dataset not in BUILDERS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(BUILDERS)}")
+    return tfds.data_source(BUILDERS[dataset].name, split=split, data_dir=os.fspath(data_dir))

@@ -1,0 +1,77 @@
+"""TFDS builders: prepared from the fixtures as array_record, read back with tfds.data_source."""
+
+import fixtures_data as fx
+import numpy as np
+import pytest
+
+from handfit.data import builders, dexter_object, freihand, rhd, stb
+from handfit.data import example as ex
+
+STB_SEQUENCES = tuple(f"B{b}{k}" for b in range(1, 7) for k in ("Counting", "Random"))
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    manual = str(tmp_path_factory.mktemp("manual"))
+    rng = np.random.default_rng(40)
+    fx.write_rhd(manual, rng, "training", n=2)
+    fx.write_rhd(manual, rng, "evaluation", n=2)
+    fx.write_stb(manual, rng, sequences=STB_SEQUENCES, n=1)
+    fx.write_dexter(manual, rng, sequences=dexter_object.SEQUENCES, n=1, missing=((2, 0, 4),))
+    fx.write_freihand(manual, rng, n=2, split="training")
+    fx.write_freihand(manual, rng, n=2, split="evaluation")
+    return manual, str(tmp_path_factory.mktemp("tfds"))
+
+
+def _same(record, example, extra=()):
+    np.testing.assert_array_equal(record["image"], example.image)
+    for field in ("K", "joints3d", "joints2d", "visible") + tuple(extra):
+        np.testing.assert_array_equal(record[field], getattr(example, field), err_msg=field)
+    assert record["side"] == (0 if example.side == "left" else 1)
+    assert record["sample_id"].decode() == example.sample_id
+    assert record["joint0"].decode() == example.joint0
+
+
+@pytest.mark.parametrize(
+    "name, make_readers",
+    [
+        ("rhd", lambda d: {s: rhd.RHD(d, s) for s in rhd.SPLITS}),
+        ("stb", lambda d: {s: stb.STB(d, s) for s in stb.SPLITS}),
+        ("dexter_object", lambda d: {"test": dexter_object.DexterObject(d)}),
+        ("freihand", lambda d: {s: freihand.FreiHAND(d, s) for s in freihand.SPLITS}),
+    ],
+)
+def test_builders_yield_the_readers_examples(dirs, name, make_readers):
+    manual, data_dir = dirs
+    builder = builders.prepare(name, data_dir, manual)
+    assert builder.is_prepared()
+    for split, reader in make_readers(manual).items():
+        source = builders.data_source(name, split, data_dir)
+        assert len(source) == len(reader) > 0
+        for i in range(len(reader)):
+            example, record = reader[i], source[i]
+            if name == "freihand":
+                _same(record, example, ("vertices", "mano_pose", "mano_shape", "mano_uv_root"))
+                assert record["has_mask"] == (split == "training")
+                if split == "training":
+                    np.testing.assert_array_equal(record["mask"][..., 0], example.mask)
+            else:
+                _same(record, example)
+            if name == "rhd":
+                np.testing.assert_array_equal(record["mask"][..., 0], example.mask)
+    builders.prepare(name, data_dir, manual)  # already prepared: a no-op
+
+
+def test_incomplete_download_names_the_missing_file(tmp_path):
+    manual = tmp_path / "manual"
+    fx.write_rhd(str(manual), np.random.default_rng(41), "training", n=1)  # no evaluation split
+    with pytest.raises(ex.DatasetNotFoundError, match="anno_evaluation.pickle"):
+        builders.prepare("rhd", tmp_path / "tfds", manual)
+
+
+def test_manual_instructions_name_the_source():
+    assert "RenderedHandposeDataset" in builders.HandfitRhd.MANUAL_DOWNLOAD_INSTRUCTIONS
+    assert "icip17_stereo_hand_pose_dataset" in builders.HandfitStb.MANUAL_DOWNLOAD_INSTRUCTIONS
+    assert "dexter+object" in builders.HandfitDexterObject.MANUAL_DOWNLOAD_INSTRUCTIONS
+    assert "FreihandDataset" in builders.HandfitFreihand.MANUAL_DOWNLOAD_INSTRUCTIONS
+    assert builders.HandfitRhd.name == "handfit_rhd"
