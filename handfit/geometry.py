@@ -1,0 +1,180 @@
+"""Rotations (axis-angle, quaternion) and similarity (Procrustes) alignment, in jnp."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+# Below this squared angle the axis-angle maps use their Taylor series: exact to
+# float32 precision and free of the 0/0 at zero rotation, in values and gradients.
+_SMALL_ANGLE2 = 1e-6
+
+
+def skew(v: jnp.ndarray) -> jnp.ndarray:
+    """Cross-product matrices ``[..., 3, 3]`` of vectors ``v: [..., 3]``."""
+    x, y, z = v[..., 0], v[..., 1], v[..., 2]
+    zero = jnp.zeros_like(x)
+    return jnp.stack(
+        [
+            jnp.stack([zero, -z, y], -1),
+            jnp.stack([z, zero, -x], -1),
+            jnp.stack([-y, x, zero], -1),
+        ],
+        -2,
+    )
+
+
+def axis_angle_to_matrix(r: jnp.ndarray) -> jnp.ndarray:
+    """Rodrigues' formula: axis-angle ``r: [..., 3]`` to rotation matrices ``[..., 3, 3]``.
+
+    ``R = I + a K + b K^2`` with ``K = skew(r)``, ``a = sin(t)/t``, ``b = (1 - cos t)/t^2``
+    and ``t = |r|``; near ``t = 0`` both come from their series (no NaN in values or
+    gradients at zero rotation).
+    """
+    t2 = jnp.sum(r * r, axis=-1)
+    small = t2 < _SMALL_ANGLE2
+    t2_safe = jnp.where(small, 1.0, t2)
+    t = jnp.sqrt(t2_safe)
+    a = jnp.where(small, 1.0 - t2 / 6.0 + t2 * t2 / 120.0, jnp.sin(t) / t)
+    b = jnp.where(small, 0.5 - t2 / 24.0 + t2 * t2 / 720.0, (1.0 - jnp.cos(t)) / t2_safe)
+    k = skew(r)
+    eye = jnp.eye(3, dtype=r.dtype)
+    return eye + a[..., None, None] * k + b[..., None, None] * (k @ k)
+
+
+def matrix_to_axis_angle(m: jnp.ndarray) -> jnp.ndarray:
+    """Rotation matrices ``[..., 3, 3]`` to axis-angle ``[..., 3]`` (angle in [0, pi]).
+
+    Goes through the quaternion, which is stable at every angle.
+    """
+    return quaternion_to_axis_angle(matrix_to_quaternion(m))
+
+
+def quaternion_to_matrix(q: jnp.ndarray, eps: float = 1e-12) -> jnp.ndarray:
+    """Quaternions ``q: [..., 4]`` as (w, x, y, z), normalised here, to matrices ``[..., 3, 3]``.
+
+    A quaternion of norm below ``sqrt(eps)`` is scaled as if its norm were that (no NaN).
+    """
+    q = q / jnp.sqrt(jnp.maximum(jnp.sum(q * q, axis=-1, keepdims=True), eps))
+    w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+    return jnp.stack(
+        [
+            jnp.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+            jnp.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+            jnp.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        -2,
+    )
+
+
+def matrix_to_quaternion(m: jnp.ndarray) -> jnp.ndarray:
+    """Rotation matrices ``[..., 3, 3]`` to unit quaternions ``[..., 4]`` (w, x, y, z), w >= 0.
+
+    Shepperd's method: of the four candidate formulas it takes the one with the
+    largest denominator, so every rotation is handled stably.
+    """
+    m00, m11, m22 = m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]
+    trace = m00 + m11 + m22
+    cands = jnp.stack(
+        [
+            jnp.stack(
+                [
+                    1 + trace,
+                    m[..., 2, 1] - m[..., 1, 2],
+                    m[..., 0, 2] - m[..., 2, 0],
+                    m[..., 1, 0] - m[..., 0, 1],
+                ],
+                -1,
+            ),
+            jnp.stack(
+                [
+                    m[..., 2, 1] - m[..., 1, 2],
+                    1 + m00 - m11 - m22,
+                    m[..., 0, 1] + m[..., 1, 0],
+                    m[..., 0, 2] + m[..., 2, 0],
+                ],
+                -1,
+            ),
+            jnp.stack(
+                [
+                    m[..., 0, 2] - m[..., 2, 0],
+                    m[..., 0, 1] + m[..., 1, 0],
+                    1 - m00 + m11 - m22,
+                    m[..., 1, 2] + m[..., 2, 1],
+                ],
+                -1,
+            ),
+            jnp.stack(
+                [
+                    m[..., 1, 0] - m[..., 0, 1],
+                    m[..., 0, 2] + m[..., 2, 0],
+                    m[..., 1, 2] + m[..., 2, 1],
+                    1 - m00 - m11 + m22,
+                ],
+                -1,
+            ),
+        ],
+        -2,
+    )  # [..., 4 candidates, 4]; candidate i is 4 q_i q
+    diag = jnp.stack([1 + trace, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
+    best = jnp.argmax(diag, axis=-1)
+    q = jnp.take_along_axis(cands, best[..., None, None], axis=-2)[..., 0, :]
+    q = q / jnp.linalg.norm(q, axis=-1, keepdims=True)
+    return jnp.where(q[..., :1] < 0, -q, q)
+
+
+def quaternion_to_axis_angle(q: jnp.ndarray) -> jnp.ndarray:
+    """Quaternions ``[..., 4]`` (w, x, y, z) to axis-angle ``[..., 3]``, angle in [0, pi]."""
+    q = jnp.where(q[..., :1] < 0, -q, q)
+    v = q[..., 1:]
+    s2 = jnp.sum(v * v, axis=-1)
+    small = s2 < _SMALL_ANGLE2
+    s = jnp.sqrt(jnp.where(small, 1.0, s2))
+    angle = 2.0 * jnp.arctan2(s, q[..., 0])
+    # angle / sin(angle / 2) -> 2 / w as the rotation vanishes.
+    factor = jnp.where(small, 2.0 / q[..., 0], angle / s)
+    return v * factor[..., None]
+
+
+def axis_angle_to_quaternion(r: jnp.ndarray) -> jnp.ndarray:
+    """Axis-angle ``[..., 3]`` to unit quaternions ``[..., 4]`` (w, x, y, z)."""
+    t2 = jnp.sum(r * r, axis=-1)
+    small = t2 < _SMALL_ANGLE2
+    t = jnp.sqrt(jnp.where(small, 1.0, t2))
+    half_sinc = jnp.where(small, 0.5 - t2 / 48.0, jnp.sin(t / 2) / t)
+    w = jnp.where(small, 1.0 - t2 / 8.0, jnp.cos(t / 2))
+    return jnp.concatenate([w[..., None], r * half_sinc[..., None]], -1)
+
+
+def similarity_align(
+    source: jnp.ndarray, target: jnp.ndarray, weights: jnp.ndarray | None = None
+) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """Umeyama: the similarity (s, R, t) minimising ``sum_i w_i |s R x_i + t - y_i|^2``.
+
+    Args:
+      source: points ``[..., N, 3]`` to move.
+      target: points ``[..., N, 3]`` to move onto.
+      weights: optional ``[..., N]`` non-negative weights (e.g. visibility).
+    Returns:
+      ``(aligned [..., N, 3], scale [...], rotation [..., 3, 3], translation [..., 3])``;
+      the rotation is proper (det +1).
+    """
+    if source.shape != target.shape:
+        raise ValueError(f"source {source.shape} and target {target.shape} must match")
+    if weights is None:
+        weights = jnp.ones(source.shape[:-1], source.dtype)
+    w = weights / jnp.maximum(jnp.sum(weights, -1, keepdims=True), 1e-12)
+    mu_x = jnp.sum(w[..., None] * source, -2)
+    mu_y = jnp.sum(w[..., None] * target, -2)
+    x = source - mu_x[..., None, :]
+    y = target - mu_y[..., None, :]
+    var_x = jnp.sum(w * jnp.sum(x * x, -1), -1)
+    cov = jnp.einsum("...n,...ni,...nj->...ij", w, y, x)
+    u, d, vt = jnp.linalg.svd(cov)
+    sign = jnp.sign(jnp.linalg.det(u) * jnp.linalg.det(vt))
+    sign = jnp.where(sign == 0, 1.0, sign)
+    e = jnp.concatenate([jnp.ones_like(d[..., :2]), sign[..., None]], -1)
+    rot = u @ (e[..., :, None] * vt)
+    scale = jnp.sum(d * e, -1) / jnp.maximum(var_x, 1e-12)
+    trans = mu_y - scale[..., None] * jnp.einsum("...ij,...j->...i", rot, mu_x)
+    aligned = scale[..., None, None] * jnp.einsum("...ij,...nj->...ni", rot, source)
+    return aligned + trans[..., None, :], scale, rot, trans

@@ -1,0 +1,81 @@
+"""handfit.geometry against SciPy's rotations and known similarities."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from handfit import geometry
+
+
+def test_axis_angle_to_matrix_matches_scipy():
+    rng = np.random.default_rng(0)
+    r = rng.normal(0, 1.5, (50, 3))
+    r[0] = 0.0
+    r[1] = [1e-5, -2e-5, 0.0]
+    with jax.enable_x64(True):
+        np.testing.assert_allclose(
+            geometry.axis_angle_to_matrix(jnp.asarray(r)),
+            Rotation.from_rotvec(r).as_matrix(),
+            atol=1e-12,
+        )
+
+
+def test_axis_angle_gradient_at_zero_is_finite_and_exact():
+    # d R / d r at r = 0 is the skew map: R(r) v ~ v + r x v
+    v = jnp.array([0.3, -0.2, 0.9])
+    jac = jax.jacfwd(lambda r: geometry.axis_angle_to_matrix(r) @ v)(jnp.zeros(3))
+    np.testing.assert_allclose(jac, -np.asarray(geometry.skew(v)), atol=1e-6)
+    grad = jax.grad(lambda r: geometry.axis_angle_to_matrix(r).sum())(jnp.zeros(3))
+    assert np.all(np.isfinite(grad))
+
+
+def test_quaternion_round_trips_and_matches_scipy():
+    rng = np.random.default_rng(1)
+    q = rng.normal(size=(40, 4))
+    q[0] = [1, 0, 0, 0]
+    q[1] = [0, 1, 0, 0]  # 180 degrees: the hard case for matrix -> quaternion
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    with jax.enable_x64(True):
+        m = geometry.quaternion_to_matrix(jnp.asarray(q))
+        np.testing.assert_allclose(
+            m, Rotation.from_quat(q[:, [1, 2, 3, 0]]).as_matrix(), atol=1e-12
+        )
+        back = np.asarray(geometry.matrix_to_quaternion(m))
+        sign = np.sign(np.sum(back * q, axis=1, keepdims=True))
+        np.testing.assert_allclose(back * sign, q, atol=1e-9)
+        r = geometry.matrix_to_axis_angle(m)
+        np.testing.assert_allclose(geometry.axis_angle_to_matrix(r), m, atol=1e-9)
+        np.testing.assert_allclose(
+            geometry.quaternion_to_matrix(geometry.axis_angle_to_quaternion(r)), m, atol=1e-9
+        )
+
+
+def test_similarity_align_recovers_a_known_similarity():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(21, 3))
+    rot = Rotation.from_rotvec([0.4, -1.2, 2.0]).as_matrix()
+    y = 1.7 * x @ rot.T + np.array([0.1, -2.0, 3.0])
+    with jax.enable_x64(True):
+        aligned, s, r, t = geometry.similarity_align(jnp.asarray(x), jnp.asarray(y))
+        np.testing.assert_allclose(aligned, y, atol=1e-9)
+        np.testing.assert_allclose(s, 1.7, atol=1e-9)
+        np.testing.assert_allclose(r, rot, atol=1e-9)
+        assert np.linalg.det(np.asarray(r)) == pytest.approx(1.0)
+
+
+def test_similarity_align_never_reflects_and_respects_weights():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(10, 3))
+    mirrored = x * np.array([-1.0, 1, 1])
+    _, _, r, _ = geometry.similarity_align(jnp.asarray(x), jnp.asarray(mirrored))
+    assert np.linalg.det(np.asarray(r)) == pytest.approx(1.0, abs=1e-5)
+    # a wildly wrong point with zero weight does not change the fit
+    y = x + 1.0
+    y_bad = y.copy()
+    y_bad[0] = 100.0
+    w = np.ones(10)
+    w[0] = 0.0
+    aligned, _, _, _ = geometry.similarity_align(jnp.asarray(x), jnp.asarray(y_bad), jnp.asarray(w))
+    np.testing.assert_allclose(np.asarray(aligned)[1:], y[1:], atol=1e-4)

@@ -1,0 +1,388 @@
+"""handfit.mano: forward kinematics against a NumPy reference, invariances, loading."""
+
+import dataclasses
+import os
+import pickle
+import sys
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.sparse
+from scipy.spatial.transform import Rotation
+
+from handfit import mano, safe_pickle, skeleton
+
+
+def random_model(seed=0, n_verts=40, n_betas=10) -> mano.HandModel:
+    """A small MANO-format model with random blend shapes (exercises every term)."""
+    rng = np.random.default_rng(seed)
+    weights = rng.random((n_verts, 16)) ** 4
+    weights /= weights.sum(1, keepdims=True)
+    reg = rng.random((16, n_verts))
+    return mano.HandModel(
+        v_template=rng.normal(0, 0.05, (n_verts, 3)).astype(np.float32),
+        shapedirs=rng.normal(0, 0.01, (n_verts, 3, n_betas)).astype(np.float32),
+        posedirs=rng.normal(0, 0.01, (n_verts, 3, 135)).astype(np.float32),
+        j_regressor=(reg / reg.sum(1, keepdims=True)).astype(np.float32),
+        weights=weights.astype(np.float32),
+        faces=rng.integers(0, n_verts, (30, 3)).astype(np.int32),
+        hands_components=np.linalg.qr(rng.normal(size=(45, 45)))[0].T.astype(np.float32),
+        hands_mean=rng.normal(0, 0.2, 45).astype(np.float32),
+        fingertip_ids=(1, 5, 9, 13, 17),
+        name="random test model",
+    )
+
+
+def reference_forward(model, pose, shape, global_rot):
+    """MANO in plain NumPy, one joint at a time with 4x4 matrices (float64)."""
+    m = {
+        k: np.asarray(getattr(model, k), np.float64)
+        for k in ("v_template", "shapedirs", "posedirs", "j_regressor", "weights")
+    }
+    full = np.concatenate([global_rot, pose]).reshape(16, 3)
+    rots = Rotation.from_rotvec(full).as_matrix()
+    v_shaped = m["v_template"] + m["shapedirs"][..., : len(shape)] @ shape
+    joints = m["j_regressor"] @ v_shaped
+    feature = (rots[1:] - np.eye(3)).reshape(-1)
+    v_posed = v_shaped + m["posedirs"] @ feature
+    world = []
+    for j, parent in enumerate(model.parents):
+        local = np.eye(4)
+        local[:3, :3] = rots[j]
+        local[:3, 3] = joints[j] - (joints[parent] if parent >= 0 else 0)
+        world.append(local if parent < 0 else world[parent] @ local)
+    skin = []
+    for j in range(16):
+        t = world[j].copy()
+        t[:3, 3] -= world[j][:3, :3] @ joints[j]
+        skin.append(t)
+    blend = np.einsum("vj,jab->vab", m["weights"], np.stack(skin))
+    homo = np.concatenate([v_posed, np.ones((len(v_posed), 1))], 1)
+    verts = np.einsum("vab,vb->va", blend, homo)[:, :3]
+    posed_joints = np.stack([w[:3, 3] for w in world])
+    all21 = np.concatenate([posed_joints, verts[list(model.fingertip_ids)]])
+    return verts, all21[list(skeleton.MANO_TO_CANONICAL)]
+
+
+def test_matches_numpy_reference_in_float64():
+    model = random_model()
+    rng = np.random.default_rng(1)
+    pose, shape, rot = rng.normal(0, 0.6, 45), rng.normal(0, 1, 10), rng.normal(0, 0.8, 3)
+    want_v, want_j = reference_forward(model, pose, shape, rot)
+    with jax.enable_x64(True):
+        out = mano.forward(
+            model.astype(np.float64),
+            jnp.asarray(pose[None]),
+            jnp.asarray(shape[None]),
+            jnp.asarray(rot[None]),
+        )
+        np.testing.assert_allclose(out.vertices[0], want_v, atol=1e-10)
+        np.testing.assert_allclose(out.joints[0], want_j, atol=1e-10)
+
+
+def test_float32_close_to_reference_and_batched():
+    model = random_model(2)
+    rng = np.random.default_rng(3)
+    pose, shape, rot = (
+        rng.normal(0, 0.6, (4, 45)),
+        rng.normal(0, 1, (4, 10)),
+        rng.normal(0, 1, (4, 3)),
+    )
+    out = jax.jit(mano.forward)(
+        model,
+        jnp.asarray(pose, jnp.float32),
+        jnp.asarray(shape, jnp.float32),
+        jnp.asarray(rot, jnp.float32),
+    )
+    assert out.vertices.dtype == jnp.float32
+    for b in range(4):
+        want_v, want_j = reference_forward(model, pose[b], shape[b], rot[b])
+        np.testing.assert_allclose(out.vertices[b], want_v, atol=2e-5)
+        np.testing.assert_allclose(out.joints[b], want_j, atol=2e-5)
+
+
+def test_zero_pose_and_shape_give_the_template_and_regressed_joints():
+    model = mano.open_hand()
+    out = mano.forward(model, jnp.zeros((1, 45)), jnp.zeros((1, 10)))
+    np.testing.assert_allclose(out.vertices[0], model.v_template, atol=1e-6)
+    regressed = np.asarray(model.j_regressor) @ np.asarray(model.v_template)
+    mano_order = np.argsort(skeleton.MANO_TO_CANONICAL)
+    np.testing.assert_allclose(np.asarray(out.joints[0])[mano_order][:16], regressed, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(out.joints[0])[list(skeleton.FINGERTIPS)],
+        np.asarray(model.v_template)[list(model.fingertip_ids)],
+        atol=1e-6,
+    )
+
+
+def test_global_rotation_rotates_the_output_about_the_wrist():
+    model = mano.open_hand()
+    rng = np.random.default_rng(4)
+    pose = jnp.asarray(rng.normal(0, 0.3, (1, 45)), jnp.float32)
+    shape = jnp.asarray(rng.normal(0, 1, (1, 10)), jnp.float32)
+    rot = np.array([0.3, -1.1, 0.7])
+    base = mano.forward(model, pose, shape)
+    turned = mano.forward(model, pose, shape, jnp.asarray(rot[None], jnp.float32))
+    r = Rotation.from_rotvec(rot).as_matrix()
+    wrist = np.asarray(base.joints[0, 0])
+    np.testing.assert_allclose(
+        turned.vertices[0], (base.vertices[0] - wrist) @ r.T + wrist, atol=1e-5
+    )
+    np.testing.assert_allclose(turned.joints[0], (base.joints[0] - wrist) @ r.T + wrist, atol=1e-5)
+
+
+def test_one_finger_joint_moves_only_the_vertices_it_skins():
+    model = mano.open_hand()
+    joint = 2  # index PIP (MANO order); it also carries the DIP (3) with it
+    pose = np.zeros((1, 45), np.float32)
+    pose[0, 3 * (joint - 1) : 3 * joint] = [0.9, 0.1, 0.0]
+    out = mano.forward(model, jnp.asarray(pose), jnp.zeros((1, 10)))
+    moved = np.linalg.norm(np.asarray(out.vertices[0]) - model.v_template, axis=-1) > 1e-7
+    skinned = np.asarray(model.weights)[:, [2, 3]].sum(1) > 0
+    assert moved.any()
+    assert not (moved & ~skinned).any(), "a vertex not skinned to the index PIP/DIP moved"
+    # the joints of other fingers stay put
+    others = [j for j in range(21) if j not in (6, 7, 8)]
+    np.testing.assert_allclose(
+        np.asarray(out.joints[0])[others],
+        np.asarray(mano.forward(model, jnp.zeros((1, 45)), jnp.zeros((1, 10))).joints[0])[others],
+        atol=1e-7,
+    )
+
+
+def test_gradients_at_zero_pose_are_finite_and_match_finite_differences():
+    model = mano.open_hand().astype(np.float64)
+    rng = np.random.default_rng(5)
+    target = rng.normal(0, 0.1, (1, 21, 3))
+    with jax.enable_x64(True):
+
+        def loss(pose, shape, rot):
+            out = mano.forward(model, pose, shape, rot)
+            return jnp.sum((out.joints - target) ** 2) + jnp.sum(out.vertices**2)
+
+        args = (jnp.zeros((1, 45)), jnp.zeros((1, 10)), jnp.zeros((1, 3)))
+        grads = jax.grad(loss, argnums=(0, 1, 2))(*args)
+        for g in grads:
+            assert np.all(np.isfinite(g))
+        eps = 1e-6
+        for argnum, index in [(0, 4), (0, 40), (1, 0), (1, 7), (2, 1)]:
+            bump = [np.array(a) for a in args]
+            bump[argnum][0, index] += eps
+            up = loss(*map(jnp.asarray, bump))
+            bump[argnum][0, index] -= 2 * eps
+            down = loss(*map(jnp.asarray, bump))
+            np.testing.assert_allclose(
+                grads[argnum][0, index], (up - down) / (2 * eps), rtol=1e-5, atol=1e-8
+            )
+
+
+def test_pca_with_all_components_equals_full_pose():
+    model = mano.open_hand()
+    rng = np.random.default_rng(6)
+    pose = rng.normal(0, 0.4, (2, 45)).astype(np.float32)
+    coeffs = pose @ np.asarray(model.hands_components).T  # orthonormal rows
+    full = mano.forward(model, jnp.asarray(pose), jnp.zeros((2, 10)), flat_hand_mean=False)
+    pca = mano.forward(
+        model, jnp.asarray(coeffs), jnp.zeros((2, 10)), use_pca=True, flat_hand_mean=False
+    )
+    np.testing.assert_allclose(pca.vertices, full.vertices, atol=1e-5)
+    few = mano.forward(model, jnp.asarray(coeffs[:, :6]), jnp.zeros((2, 10)), use_pca=True)
+    assert few.vertices.shape == full.vertices.shape
+    assert not np.allclose(few.vertices, full.vertices, atol=1e-3)
+
+
+def test_flat_hand_mean_false_adds_the_mean_pose():
+    model = mano.open_hand()
+    with_mean = mano.forward(model, jnp.zeros((1, 45)), jnp.zeros((1, 10)), flat_hand_mean=False)
+    explicit = mano.forward(model, jnp.asarray(model.hands_mean)[None], jnp.zeros((1, 10)))
+    np.testing.assert_allclose(with_mean.vertices, explicit.vertices, atol=1e-6)
+
+
+def test_mirror_gives_the_mirrored_mesh():
+    model = random_model(7)
+    left = mano.mirror(model)
+    rng = np.random.default_rng(8)
+    pose, shape, rot = (
+        rng.normal(0, 0.5, (1, 45)),
+        rng.normal(0, 1, (1, 10)),
+        rng.normal(0, 1, (1, 3)),
+    )
+    flip = np.tile([1.0, -1.0, -1.0], 15)
+    right = mano.forward(model, *map(lambda a: jnp.asarray(a, jnp.float32), (pose, shape, rot)))
+    mirrored = mano.forward(
+        left,
+        jnp.asarray(pose * flip, jnp.float32),
+        jnp.asarray(shape, jnp.float32),
+        jnp.asarray(rot * [1.0, -1.0, -1.0], jnp.float32),
+    )
+    x = np.array([-1.0, 1.0, 1.0])
+    np.testing.assert_allclose(mirrored.vertices[0], np.asarray(right.vertices[0]) * x, atol=1e-5)
+    np.testing.assert_allclose(mirrored.joints[0], np.asarray(right.joints[0]) * x, atol=1e-5)
+    assert left.side == "left"
+    back = mano.mirror(left)
+    for field in ("v_template", "shapedirs", "posedirs", "faces", "hands_mean"):
+        np.testing.assert_array_equal(getattr(back, field), getattr(model, field))
+
+
+def test_open_left_hand_is_a_closed_mirrored_surface():
+    import trimesh
+
+    left = mano.open_hand("left")
+    mesh = trimesh.Trimesh(np.asarray(left.v_template), np.asarray(left.faces), process=False)
+    assert mesh.is_watertight and mesh.is_winding_consistent and mesh.volume > 0
+    assert np.asarray(left.v_template)[:, 0].mean() < 0 < mano.open_hand().v_template[:, 0].mean()
+
+
+def test_bad_arguments_name_what_was_expected():
+    model = mano.open_hand()
+    with pytest.raises(ValueError, match=r"pose must be \[B, 45\]"):
+        mano.forward(model, jnp.zeros((1, 44)), jnp.zeros((1, 10)))
+    with pytest.raises(ValueError, match="at most 45 PCA"):
+        mano.forward(model, jnp.zeros((1, 46)), jnp.zeros((1, 10)), use_pca=True)
+    with pytest.raises(ValueError, match="shape has 11 coefficients"):
+        mano.forward(model, jnp.zeros((1, 45)), jnp.zeros((1, 11)))
+    with pytest.raises(ValueError, match="global_rot must be"):
+        mano.forward(model, jnp.zeros((2, 45)), jnp.zeros((2, 10)), jnp.zeros((1, 3)))
+    with pytest.raises(ValueError, match="side must be"):
+        mano.open_hand("both")
+
+
+# ---------------------------------------------------------------------------
+# Files
+
+
+def _official_style_dict(model: mano.HandModel) -> dict:
+    """The keys and types of the official MANO pickle (sparse regressor, uint32 tree)."""
+    arrays = mano.to_arrays(model)
+    kintree = arrays["kintree_table"].astype(np.int64)
+    kintree[0, 0] = 4294967295
+    return dict(
+        v_template=arrays["v_template"].astype(np.float64),
+        shapedirs=arrays["shapedirs"].astype(np.float64),
+        posedirs=arrays["posedirs"].astype(np.float64),
+        J_regressor=scipy.sparse.csc_matrix(arrays["J_regressor"].astype(np.float64)),
+        weights=arrays["weights"].astype(np.float64),
+        kintree_table=kintree.astype(np.uint32),
+        f=arrays["f"].astype(np.uint32),
+        hands_components=arrays["hands_components"].astype(np.float64),
+        hands_mean=arrays["hands_mean"].astype(np.float64),
+        hands_coeffs=np.zeros((10, 12)),
+        bs_style="lbs",
+        bs_type="lrotmin",
+    )
+
+
+@pytest.fixture
+def fake_chumpy(monkeypatch):
+    """Stand-in chumpy classes registered under chumpy's module names, for writing only."""
+    ch_module = types.ModuleType("chumpy.ch")
+
+    class Ch:
+        def __init__(self, x):
+            self.x = x
+            self._dirty_vars = set()
+
+    Ch.__module__ = "chumpy.ch"
+    Ch.__qualname__ = "Ch"
+    ch_module.Ch = Ch
+    package = types.ModuleType("chumpy")
+    package.ch = ch_module
+    monkeypatch.setitem(sys.modules, "chumpy", package)
+    monkeypatch.setitem(sys.modules, "chumpy.ch", ch_module)
+    return Ch
+
+
+@pytest.mark.parametrize("protocol", [0, 2])
+def test_loads_an_official_style_pickle_without_chumpy(tmp_path, fake_chumpy, protocol):
+    model = mano.open_hand()
+    data = _official_style_dict(model)
+    for key in ("v_template", "shapedirs", "posedirs", "weights", "hands_components", "hands_mean"):
+        data[key] = fake_chumpy(data[key])
+    path = tmp_path / "MANO_RIGHT.pkl"
+    path.write_bytes(pickle.dumps(data, protocol=protocol))
+    for name in ("chumpy", "chumpy.ch"):  # reading must not need chumpy
+        sys.modules.pop(name)
+    loaded = mano.load(path, fingertip_ids=model.fingertip_ids)
+    assert loaded.side == "right" and loaded.name == "MANO_RIGHT.pkl"
+    for field in ("v_template", "shapedirs", "posedirs", "j_regressor", "weights", "faces"):
+        np.testing.assert_allclose(getattr(loaded, field), getattr(model, field), atol=1e-7)
+    assert isinstance(loaded.v_template, np.ndarray)
+
+
+def test_a_pickle_that_calls_a_function_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "MANO_RIGHT.pkl"
+    path.write_bytes(pickle.dumps({"v_template": Evil()}, protocol=2))
+    with pytest.raises(safe_pickle.UnsafePickleError, match="refusing to load global"):
+        mano.load(path)
+    assert not marker.exists()
+
+
+def test_npz_round_trip(tmp_path):
+    model = mano.open_hand()
+    path = tmp_path / "hand.npz"
+    mano.save_npz(model, path)
+    loaded = mano.load(path)
+    for field in dataclasses.fields(mano.HandModel):
+        a, b = getattr(loaded, field.name), getattr(model, field.name)
+        if isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, b)
+        else:
+            assert a == b, field.name
+
+
+def test_bad_files_get_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="mano.is.tue.mpg.de"):
+        mano.load(tmp_path / "MANO_RIGHT.pkl")
+    (tmp_path / "junk.pkl").write_bytes(b"not a pickle at all")
+    with pytest.raises(pickle.UnpicklingError, match="junk.pkl: not a readable pickle"):
+        mano.load(tmp_path / "junk.pkl", side="right")
+    (tmp_path / "list.pkl").write_bytes(pickle.dumps([1, 2]))
+    with pytest.raises(ValueError, match="holds a list, expected a dict"):
+        mano.load(tmp_path / "list.pkl", side="right")
+    arrays = mano.to_arrays(mano.open_hand())
+    del arrays["posedirs"]
+    np.savez(tmp_path / "missing.npz", **arrays)
+    with pytest.raises(
+        ValueError, match=r"missing.npz: not a MANO model: missing keys \['posedirs'\]"
+    ):
+        mano.load(tmp_path / "missing.npz")
+    arrays = mano.to_arrays(mano.open_hand())
+    arrays["weights"] = arrays["weights"][:, :15]
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match=r"weights must have shape \[777, 16\]"):
+        mano.load(tmp_path / "bad.npz")
+
+
+def test_left_shapedirs_fix(tmp_path):
+    right = mano.open_hand()
+    left = mano.mirror(right)
+    defective = dataclasses.replace(left, shapedirs=np.array(left.shapedirs))
+    defective.shapedirs[:, 0, :] = right.shapedirs[:, 0, :]  # the official file's defect
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    mano.save_npz(defective, alone / "MANO_LEFT.npz")
+    # no right model beside it: 'auto' leaves the file as it is; True fixes it
+    np.testing.assert_array_equal(mano.load(alone / "MANO_LEFT.npz").shapedirs, defective.shapedirs)
+    np.testing.assert_array_equal(
+        mano.load(alone / "MANO_LEFT.npz", fix_left_shapedirs=True).shapedirs, left.shapedirs
+    )
+    pair = tmp_path / "pair"
+    pair.mkdir()
+    mano.save_npz(defective, pair / "MANO_LEFT.npz")
+    mano.save_npz(right, pair / "MANO_RIGHT.npz")
+    np.testing.assert_array_equal(mano.load(pair / "MANO_LEFT.npz").shapedirs, left.shapedirs)
+    # a left model that is already correct is left alone
+    mano.save_npz(left, pair / "MANO_LEFT.npz")
+    np.testing.assert_array_equal(mano.load(pair / "MANO_LEFT.npz").shapedirs, left.shapedirs)
+    np.testing.assert_array_equal(
+        mano.load(pair / "MANO_LEFT.npz", fix_left_shapedirs=False).shapedirs, left.shapedirs
+    )
