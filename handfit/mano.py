@@ -427,6 +427,28 @@ def full_pose(
     return pose
 
 
+def sample_poses(key: jax.Array, model: HandModel, n: int, *, pca_components: int = 6,
+                 pca_scale: float = 1.0) -> jnp.ndarray:
+    """Random plausible finger poses ``[n, 45]`` (full axis-angle, flat hand mean).
+
+    With joint limits (the open hand model): each hand draws a grasp level g ~ U(0, 1);
+    each joint's flexion is ``lo + (hi - lo) * clip(g + N(0, 0.2), 0, 1)``, its
+    abduction and twist uniform within the middle half of their ranges. Without (MANO
+    files): ``pca_components`` PCA coefficients ~ N(0, pca_scale^2) around MANO's mean.
+    """
+    if model.joint_limits is None:
+        coeffs = pca_scale * jax.random.normal(key, (n, pca_components))
+        return full_pose(model, coeffs, use_pca=True, flat_hand_mean=False)
+    lo, hi = model.joint_limits[..., 0], model.joint_limits[..., 1]  # [15, 3]
+    k_grasp, k_flex, k_rest = jax.random.split(key, 3)
+    grasp = jax.random.uniform(k_grasp, (n, 1))
+    curl = jnp.clip(grasp + 0.2 * jax.random.normal(k_flex, (n, 15)), 0.0, 1.0)
+    other = jax.random.uniform(k_rest, (n, 15, 2), minval=0.25, maxval=0.75)
+    fraction = jnp.concatenate([curl[..., None], other], -1)
+    local = lo + (hi - lo) * fraction  # [n, 15, 3] flexion, abduction, twist
+    return jnp.einsum("jab,nja->njb", model.joint_frames, local).reshape(n, NUM_POSE)
+
+
 def forward(
     model: HandModel,
     pose: jnp.ndarray,

@@ -124,3 +124,16 @@ def test_rebuild_reproduces_the_committed_model():
                 np.testing.assert_allclose(committed[key], value, atol=1e-6, err_msg=key)
             else:
                 np.testing.assert_array_equal(committed[key], value, err_msg=key)
+
+
+def test_sampled_poses_stay_within_the_joint_limits(model):
+    import jax
+
+    poses = mano.sample_poses(jax.random.key(0), model, 64)
+    assert poses.shape == (64, 45)
+    local = np.einsum("jab,njb->nja", np.asarray(model.joint_frames),
+                      np.asarray(poses).reshape(64, 15, 3))
+    limits = np.asarray(model.joint_limits)
+    assert (local >= limits[..., 0] - 1e-5).all() and (local <= limits[..., 1] + 1e-5).all()
+    assert local[..., 0].std(0).min() > 0.1, "flexion must vary"
+    np.testing.assert_array_equal(poses, mano.sample_poses(jax.random.key(0), model, 64))
