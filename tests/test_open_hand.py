@@ -44,7 +44,7 @@ def test_mano_tree_weights_and_regressor(model):
 def test_size_and_fingertips(model):
     verts, joints = _joints(model)
     length = np.linalg.norm(joints[0, 12] - joints[0, 0])
-    assert 0.18 <= length <= 0.195
+    assert 0.18 <= length <= 0.19
     for finger, tip in zip(skeleton.FINGERS, skeleton.FINGERTIPS):
         direction = joints[0, tip] - joints[0, tip - 1]
         direction /= np.linalg.norm(direction)
