@@ -1,0 +1,124 @@
+"""The paper's two dense heads: the mesh estimator f_M (Eq. 5) and the 2D pose refiner f_R (Eq. 6).
+
+Both are one Dense layer over a concatenation and are meant to be called once per
+iteration from a loop that also runs the hand model (``handfit.params.mesh``):
+
+    p = params.MeshParams.initial(batch, model).to_vector()        # p(0)   [B, 63]
+    j2d = soft_argmax(heatmaps)                                     # j2D(0) [B, 21, 2]
+    for t in range(3):
+        joints3d = params.mesh(params.MeshParams.from_vector(p), model).joints
+        p, j2d = f_m(features, j2d, p), f_r(p, features, joints3d, j2d)
+
+(``p`` on the right of the last line is p(t) for both heads, as in Eqs. 5 and 6.)
+Calling one module instance in every iteration shares its weights across iterations.
+
+2D joints enter both heads in crop pixels and are normalised inside to
+``u / crop_size - 0.5`` (the crop's centre at 0, its edges at -0.5 and 0.5), so the
+heads' weights do not depend on the crop resolution. f_R predicts in that unit and
+returns pixels.
+
+Both heads start close to "no change": f_M adds ``Dense(...)`` to p(t) (Eq. 5) and
+its kernel is drawn at ``init_scale`` (default 1e-3) of LeCun's scale, so p(1) is
+within about 1e-3 of p(0); f_R is written ``j2D(t) + Dense(...)`` with the same small
+kernel. An affine map of the concatenation plus the identity on its j2D block is
+still one affine map of the concatenation, i.e. the paper's single dense layer;
+writing it this way only makes the initial refiner return its input rather than
+the crop's centre.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from handfit import params as params_lib
+from handfit import skeleton
+
+NUM_JOINTS = skeleton.NUM_JOINTS
+
+
+def _small_init(scale: float) -> nn.initializers.Initializer:
+    """LeCun-normal kernel initialiser multiplied by ``scale``."""
+    return nn.initializers.variance_scaling(scale**2, "fan_in", "truncated_normal")
+
+
+def normalize_joints2d(joints2d: jnp.ndarray, crop_size: float) -> jnp.ndarray:
+    """Crop pixels ``[..., 2]`` to ``u / crop_size - 0.5`` (centre 0, edges +-0.5)."""
+    return joints2d / crop_size - 0.5
+
+
+def denormalize_joints2d(normalized: jnp.ndarray, crop_size: float) -> jnp.ndarray:
+    """Inverse of :func:`normalize_joints2d`: ``(n + 0.5) * crop_size`` pixels."""
+    return (normalized + 0.5) * crop_size
+
+
+class MeshRegressor(nn.Module):
+    """f_M, one step of Eq. 5: ``p(t+1) = p(t) + Dense([f, j2D(t), p(t)])``.
+
+    Attributes:
+      crop_size: side of the square input crop in pixels (normalises ``joints2d``).
+      init_scale: the kernel's scale relative to LeCun-normal; small so p(1) ~ p(0).
+      num_params: length of p (63: pose 45, shape 10, quat 4, scale 1, trans 3).
+    """
+
+    crop_size: float = 224.0
+    init_scale: float = 1e-3
+    num_params: int = params_lib.NUM_PARAMS
+
+    @nn.compact
+    def __call__(
+        self, features: jnp.ndarray, joints2d: jnp.ndarray, params: jnp.ndarray
+    ) -> jnp.ndarray:
+        """Next parameters.
+
+        Args:
+          features: [B, D] pooled image feature f (D = 2048 for ResNet-50).
+          joints2d: [B, 21, 2] current 2D joints j2D(t), crop pixels (x, y).
+          params: [B, 63] current parameters p(t) (``MeshParams.to_vector()``).
+        Returns:
+          [B, 63] p(t+1). The Dense layer's input has D + 42 + 63 entries (2153).
+        """
+        batch = features.shape[0]
+        j2d = normalize_joints2d(joints2d, self.crop_size).reshape(batch, -1)
+        x = jnp.concatenate([features, j2d.astype(features.dtype), params], axis=-1)
+        delta = nn.Dense(self.num_params, kernel_init=_small_init(self.init_scale), name="dense")(x)
+        return params + delta
+
+
+class PoseRefiner(nn.Module):
+    """f_R, Eq. 6: ``j2D(t+1) = f_R([p(t), f, J(m(p(t))), j2D(t)])``, one affine layer.
+
+    Attributes:
+      crop_size: side of the square input crop in pixels.
+      init_scale: the kernel's scale relative to LeCun-normal; small so j2D(1) ~ j2D(0).
+    """
+
+    crop_size: float = 224.0
+    init_scale: float = 1e-3
+
+    @nn.compact
+    def __call__(
+        self,
+        params: jnp.ndarray,
+        features: jnp.ndarray,
+        joints3d: jnp.ndarray,
+        joints2d: jnp.ndarray,
+    ) -> jnp.ndarray:
+        """Refined 2D joints.
+
+        Args:
+          params: [B, 63] parameters p(t).
+          features: [B, D] pooled image feature f.
+          joints3d: [B, 21, 3] the mesh's joints J(m(p(t))) in camera space (metres).
+          joints2d: [B, 21, 2] current 2D joints j2D(t), crop pixels (x, y).
+        Returns:
+          [B, 21, 2] j2D(t+1) in crop pixels. The Dense layer's input has
+          63 + D + 63 + 42 entries (2216 for D = 2048); its output has 42.
+        """
+        batch = features.shape[0]
+        j2d = normalize_joints2d(joints2d, self.crop_size)
+        x = jnp.concatenate(
+            [params, features, joints3d.reshape(batch, -1), j2d.reshape(batch, -1)], axis=-1
+        )
+        delta = nn.Dense(2 * NUM_JOINTS, kernel_init=_small_init(self.init_scale), name="dense")(x)
+        return denormalize_joints2d(j2d + delta.reshape(batch, NUM_JOINTS, 2), self.crop_size)
