@@ -1,1 +1,39 @@
 """Differentiable rendering: cameras, soft silhouettes, hard rasterisation, textures."""
+
+from handfit.render.camera import (
+    Camera,
+    as_weak,
+    crop_resize,
+    perspective_camera,
+    project,
+    project_with_depth,
+    resize,
+    weak_perspective_camera,
+)
+from handfit.render.raster import Fragments, interpolate, rasterize
+from handfit.render.soft import (
+    SoftSilhouette,
+    candidate_count,
+    cutoff_radius,
+    soft_silhouette,
+    soft_silhouette_dense,
+)
+
+__all__ = [
+    "Camera",
+    "Fragments",
+    "SoftSilhouette",
+    "as_weak",
+    "candidate_count",
+    "crop_resize",
+    "cutoff_radius",
+    "interpolate",
+    "perspective_camera",
+    "project",
+    "project_with_depth",
+    "rasterize",
+    "resize",
+    "soft_silhouette",
+    "soft_silhouette_dense",
+    "weak_perspective_camera",
+]

@@ -1,0 +1,131 @@
+"""Shared internals of the renderers: input checks, screen-space faces, binning into tiles."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from handfit.render.camera import Camera, batch_camera, project_with_depth
+
+Array = jax.Array
+
+
+def check_mesh(fn: str, vertices, faces, camera: Camera) -> tuple[Array, Array, Camera]:
+    """Checks shapes at trace time; returns (vertices [B,V,3], faces [F,3] int32, camera [B])."""
+    vertices = jnp.asarray(vertices)
+    faces = jnp.asarray(faces)
+    if not isinstance(camera, Camera):
+        raise TypeError(f"{fn}: camera must be a handfit.render.Camera, got {type(camera)}")
+    if vertices.ndim != 3 or vertices.shape[-1] != 3:
+        raise ValueError(f"{fn}: vertices must have shape [B, V, 3], got {vertices.shape}")
+    if not jnp.issubdtype(vertices.dtype, jnp.floating):
+        raise ValueError(f"{fn}: vertices must be floating point, got {vertices.dtype}")
+    if faces.ndim != 2 or faces.shape[-1] != 3:
+        raise ValueError(f"{fn}: faces must have shape [F, 3], got {faces.shape}")
+    if not jnp.issubdtype(faces.dtype, jnp.integer):
+        raise ValueError(f"{fn}: faces must be integer vertex indices, got {faces.dtype}")
+    if faces.shape[0] == 0:
+        raise ValueError(f"{fn}: faces must have at least one face, got shape {faces.shape}")
+    if camera.height < 1 or camera.width < 1:
+        raise ValueError(f"{fn}: camera height/width must be >= 1, got {camera.shape}")
+    return vertices, faces.astype(jnp.int32), batch_camera(camera, vertices.shape[0])
+
+
+class ScreenFaces(NamedTuple):
+    """Faces of one image in pixel coordinates."""
+
+    tri: Array  # [F, 3, 2] (u, v) of the three corners
+    depth: Array  # [F, 3] z of the three corners
+    valid: Array  # [F] bool: in front of the near plane and finite
+
+
+def screen_faces(vertices: Array, faces: Array, camera: Camera) -> ScreenFaces:
+    """Projects ``vertices: [V, 3]`` of one image (camera fields scalar) onto the screen."""
+    uv, z = project_with_depth(vertices, camera)
+    tri = uv[faces]
+    depth = z[faces]
+    valid = jnp.all(jnp.isfinite(tri), axis=(-1, -2))
+    if not camera.weak:
+        valid &= jnp.all(depth >= camera.near, axis=-1)
+    return ScreenFaces(tri, depth, valid)
+
+
+def num_tiles(height: int, width: int, tile: int) -> tuple[int, int]:
+    """Tiles per column and per row."""
+    return -(-height // tile), -(-width // tile)
+
+
+def untile(x: Array, height: int, width: int) -> Array:
+    """[nty, ntx, T, T, ...] -> [H, W, ...]."""
+    nty, ntx, t = x.shape[:3]
+    x = jnp.moveaxis(x, 2, 1)  # [nty, T, ntx, T, ...]
+    x = x.reshape((nty * t, ntx * t) + x.shape[4:])
+    return x[:height, :width]
+
+
+class Entries(NamedTuple):
+    """A flat list of (face, tile) candidate pairs, sorted by face, of static length P."""
+
+    face: Array  # [P] int32 face id
+    tile_y: Array  # [P] int32 tile row
+    tile_x: Array  # [P] int32 tile column
+    used: Array  # [P] bool: the slot holds a pair (the list is padded to its budget)
+    total: Array  # [] int32: pairs wanted before the budget was applied
+    overflow: Array  # [] int32: pairs dropped because the budget was full
+
+
+def pixel_range(lo: Array, hi: Array, size: int) -> tuple[Array, Array, Array]:
+    """Pixels whose centre c + 0.5 lies in [lo, hi], clipped to [0, size): (first, last, empty)."""
+    first = jnp.ceil(lo - 0.5)
+    last = jnp.floor(hi - 0.5)
+    empty = (last < 0) | (first > size - 1) | (first > last)
+    first = jnp.clip(first, 0, size - 1).astype(jnp.int32)
+    last = jnp.clip(last, 0, size - 1).astype(jnp.int32)
+    return first, last, empty
+
+
+def face_entries(
+    sf: ScreenFaces, height: int, width: int, tile: int, budget: int, radius: Array
+) -> Entries:
+    """Lists every tile that a face's screen box, grown by ``radius``, reaches; no gradient.
+
+    A face reaches a tile when its bounding box grown by ``radius`` pixels contains the centre
+    of a pixel of the tile. Costs O(F + P): no tiles x faces table.
+    """
+    tri = jax.lax.stop_gradient(sf.tri)
+    radius = jax.lax.stop_gradient(radius)
+    tri = jnp.where(sf.valid[:, None, None], tri, 0.0)
+    lo = jnp.min(tri, axis=1) - radius  # [F, 2]
+    hi = jnp.max(tri, axis=1) + radius
+    x0, x1, ex = pixel_range(lo[:, 0], hi[:, 0], width)
+    y0, y1, ey = pixel_range(lo[:, 1], hi[:, 1], height)
+    x0, x1, y0, y1 = x0 // tile, x1 // tile, y0 // tile, y1 // tile
+    nx = x1 - x0 + 1
+    n = jnp.where(ex | ey | ~sf.valid, 0, nx * (y1 - y0 + 1))  # [F] tiles per face
+    ends = jnp.cumsum(n)
+    total = ends[-1]
+    slot = jnp.arange(budget, dtype=jnp.int32)
+    face = jnp.searchsorted(ends, slot, side="right")
+    face = jnp.minimum(face, n.shape[0] - 1).astype(jnp.int32)
+    k = slot - (ends - n)[face]
+    nxf = jnp.maximum(nx[face], 1)
+    used = slot < total
+    tile_y = jnp.where(used, y0[face] + k // nxf, 0)
+    tile_x = jnp.where(used, x0[face] + k % nxf, 0)
+    overflow = jnp.maximum(total - budget, 0)
+    return Entries(face, tile_y, tile_x, used, total, overflow)
+
+
+def entry_pixels(ent: Entries, tile: int, dtype) -> tuple[Array, Array]:
+    """Pixel centres of each entry's tile: (py [P, T, 1], px [P, 1, T])."""
+    off = jnp.arange(tile, dtype=dtype) + 0.5
+    py = (ent.tile_y * tile).astype(dtype)[:, None, None] + off[None, :, None]
+    px = (ent.tile_x * tile).astype(dtype)[:, None, None] + off[None, None, :]
+    return py, px
+
+
+def tile_index(ent: Entries, width: int, tile: int) -> Array:
+    """Flat tile id (row-major over tiles) of each entry: [P] int32."""
+    return ent.tile_y * num_tiles(1, width, tile)[1] + ent.tile_x
