@@ -18,13 +18,16 @@ from handfit.render.soft import (
     soft_silhouette,
     soft_silhouette_dense,
 )
+from handfit.render.texture import Shaded, composite, shade, vertex_normals
 
 __all__ = [
     "Camera",
     "Fragments",
+    "Shaded",
     "SoftSilhouette",
     "as_weak",
     "candidate_count",
+    "composite",
     "crop_resize",
     "cutoff_radius",
     "interpolate",
@@ -33,7 +36,9 @@ __all__ = [
     "project_with_depth",
     "rasterize",
     "resize",
+    "shade",
     "soft_silhouette",
     "soft_silhouette_dense",
+    "vertex_normals",
     "weak_perspective_camera",
 ]
