@@ -41,16 +41,14 @@ def default_budget(num_faces: int, height: int, width: int, tile: int) -> int:
     return 4 * num_faces + 2 * nty * ntx
 
 
-def _screen_weights(py: Array, px: Array, tri: Array) -> tuple[Array, Array]:
-    """Screen-space barycentrics and coverage of pixel centres.
+def _edge_weights(py: Array, px: Array, u: list, v: list) -> tuple[list, Array, Array]:
+    """Edge functions of pixel centres: (w [3 arrays], area, inside).
 
-    py, px: broadcastable pixel centres; tri: [..., 3, 2] broadcastable corners.
-    Returns (lam [..., 3], inside [...]): inside is closed (pixels on an edge are covered)
-    and false for zero-area triangles.
+    py, px: broadcastable pixel centres; u, v: the three corners' coordinates, each
+    broadcastable. w_i is twice the signed area of the sub-triangle opposite corner i (so
+    w_i / area are the screen-space barycentrics); inside is closed (pixels on an edge are
+    covered) and false for zero-area triangles.
     """
-    u = [tri[..., i, 0] for i in range(3)]
-    v = [tri[..., i, 1] for i in range(3)]
-    # w_i: twice the signed area of the sub-triangle opposite corner i.
     w = []
     for i in range(3):
         j, k = (i + 1) % 3, (i + 2) % 3
@@ -58,10 +56,16 @@ def _screen_weights(py: Array, px: Array, tri: Array) -> tuple[Array, Array]:
     area = (u[1] - u[0]) * (v[2] - v[0]) - (v[1] - v[0]) * (u[2] - u[0])
     pos = (w[0] >= 0) & (w[1] >= 0) & (w[2] >= 0)
     neg = (w[0] <= 0) & (w[1] <= 0) & (w[2] <= 0)
-    inside = (pos | neg) & (area != 0)
+    return w, area, (pos | neg) & (area != 0)
+
+
+def _screen_weights(py: Array, px: Array, tri: Array) -> tuple[Array, Array]:
+    """Screen-space barycentrics and coverage: (lam [..., 3], inside [...]); tri: [..., 3, 2]."""
+    u = [tri[..., i, 0] for i in range(3)]
+    v = [tri[..., i, 1] for i in range(3)]
+    w, area, inside = _edge_weights(py, px, u, v)
     safe = jnp.where(area != 0, area, 1.0)
-    lam = jnp.stack([wi / safe for wi in w], axis=-1)
-    return lam, inside
+    return jnp.stack([wi / safe for wi in w], axis=-1), inside
 
 
 def _depth_and_bary(lam: Array, z: Array, weak: bool) -> tuple[Array, Array]:
@@ -82,8 +86,17 @@ def _raster_one(
     tri = jax.lax.stop_gradient(sf.tri)
     zf = jax.lax.stop_gradient(sf.depth)
     py, px = _tiles.entry_pixels(ent, tile, tri.dtype)
-    lam, inside = _screen_weights(py, px, tri[ent.face][:, None, None])  # [P, T, T, (3)]
-    z, _ = _depth_and_bary(lam, zf[ent.face][:, None, None], weak)
+    g = tri[ent.face]  # [P, 3, 2]
+    gz = zf[ent.face]  # [P, 3]
+    u = [g[:, i, 0][:, None, None] for i in range(3)]
+    v = [g[:, i, 1][:, None, None] for i in range(3)]
+    w, area, inside = _edge_weights(py, px, u, v)  # [P, T, T]
+    area = jnp.where(area != 0, area, 1.0)
+    if weak:
+        z = sum(w[i] * gz[:, i, None, None] for i in range(3)) / area
+    else:  # 1/z is affine in screen space
+        inv = sum(w[i] / gz[:, i, None, None] for i in range(3)) / area
+        z = 1.0 / jnp.where(inv > 0, inv, 1.0)
     hit = inside & ent.used[:, None, None]
     z = jnp.where(hit, z, jnp.inf)
     nty, ntx = _tiles.num_tiles(height, width, tile)

@@ -259,18 +259,27 @@ def soft_silhouette_dense(
 
     def one(v, cam):
         sf = _tiles.screen_faces(v, faces, cam)
-        u, r = jnp.meshgrid(jnp.arange(w, dtype=v.dtype), jnp.arange(h, dtype=v.dtype))
-        p = jnp.stack([u + 0.5, r + 0.5], axis=-1).reshape(-1, 1, 1, 2)  # [P, 1, 1, 2]
-        a = sf.tri[None]  # [1, F, 3, 2]
-        e = jnp.roll(a, -1, axis=2) - a
-        wv = p - a  # [P, F, 3, 2]
-        l2 = jnp.sum(e * e, -1)
-        t = jnp.sum(wv * e, -1) / jnp.where(l2 > 0, l2, 1.0)
-        t = jnp.clip(jnp.where(l2 > 0, t, 0.0), 0.0, 1.0)
-        d2 = jnp.min(jnp.sum((wv - t[..., None] * e) ** 2, -1), axis=-1)  # [P, F]
-        cross = e[..., 0] * wv[..., 1] - e[..., 1] * wv[..., 0]
-        inside = jnp.all(cross > 0, -1) | jnp.all(cross < 0, -1)
-        d = jax.nn.sigmoid(jnp.where(inside, 1.0, -1.0) * d2 / sigma)
+        r, c = jnp.meshgrid(
+            jnp.arange(h, dtype=v.dtype), jnp.arange(w, dtype=v.dtype), indexing="ij"
+        )
+        py, px = r.reshape(-1, 1) + 0.5, c.reshape(-1, 1) + 0.5  # [P, 1]
+        u = [sf.tri[None, :, i, 0] for i in range(3)]  # [1, F]
+        q = [sf.tri[None, :, i, 1] for i in range(3)]
+        d2, cross = None, []
+        for i in range(3):  # edge from corner i to corner i + 1
+            j = (i + 1) % 3
+            ex, ey = u[j] - u[i], q[j] - q[i]
+            wx, wy = px - u[i], py - q[i]  # [P, F]
+            l2 = ex * ex + ey * ey
+            t = (wx * ex + wy * ey) / jnp.where(l2 > 0, l2, 1.0)
+            t = jnp.clip(jnp.where(l2 > 0, t, 0.0), 0.0, 1.0)
+            di = (wx - t * ex) ** 2 + (wy - t * ey) ** 2
+            d2 = di if d2 is None else jnp.minimum(d2, di)
+            cross.append(ex * wy - ey * wx)
+        inside = ((cross[0] > 0) & (cross[1] > 0) & (cross[2] > 0)) | (
+            (cross[0] < 0) & (cross[1] < 0) & (cross[2] < 0)
+        )
+        d = jax.nn.sigmoid(jnp.where(inside, d2, -d2) / sigma)  # [P, F]
         d = jnp.where(sf.valid[None, :], jnp.clip(d, 0.0, 1.0 - eps), 0.0)
         sil = 1.0 - jnp.exp(jnp.sum(jnp.log1p(-d), axis=-1))
         return sil.reshape(h, w)
