@@ -101,16 +101,14 @@ def main():
     args = parser.parse_args()
     reps = 5 if args.quick else 20
     verts16, faces, name = posed_hands(16)
-    print(f"handfit.render benchmark: {name}, {faces.shape[0]} faces, sigma = {SIGMA} px²")
-    print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {platform.processor() or ''}")
+    print(f"handfit.render benchmark: {name}, {faces.shape[0]} faces, sigma = {SIGMA} px²,")
+    print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {platform.machine()}")
     print()
-    head = (
-        f"{'res':>5} {'B':>3} {'budget':>7} | {'fast fwd':>9} {'fast f+b':>9} {'MB':>6} | "
-        f"{'dense fwd':>10} {'dense f+b':>10} {'MB':>7} | {'x fwd':>6} {'x f+b':>6} "
-        f"{'max|diff|':>9} {'cos':>8}"
+    print(
+        "| res | B | budget | fast fwd | fast f+b | fast MB | dense fwd | dense f+b | dense MB "
+        "| dense/fast fwd | dense/fast f+b | max abs diff | grad cos |"
     )
-    print(head)
-    print("-" * len(head))
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size in (64, 112, 224):
         cam = camera(size)
         tuned = tuned_budget(verts16, faces, cam)
@@ -145,18 +143,18 @@ def main():
                     gd = np.ravel(g_dense)
                     cos = float(g @ gd / (np.linalg.norm(g) * np.linalg.norm(gd)))
                 if dense_b1 is None:
-                    dense_cols = f"{'-':>10} {'-':>10} {'-':>7} | {'-':>6} {'-':>6}"
+                    dense_cols = "- | - | - | - | -"
                 else:
                     scale = 1 if batch == 1 else batch
                     mark = "" if batch == 1 else "*"
                     td_f, td_fb, d_mb = (x * scale for x in dense_b1)
                     dense_cols = (
-                        f"{td_f:>9.1f}{mark or ' '} {td_fb:>9.1f}{mark or ' '} "
-                        f"{d_mb:>6.0f}{mark or ' '} | {td_f / tf_f:>6.0f} {td_fb / tf_fb:>6.0f}"
+                        f"{td_f:.1f}{mark} | {td_fb:.1f}{mark} | {d_mb:.0f}{mark} | "
+                        f"{td_f / tf_f:.0f}x | {td_fb / tf_fb:.0f}x"
                     )
                 print(
-                    f"{size:>4}² {batch:>3} {budget:>6}{tag or ' '} | {tf_f:>9.2f} "
-                    f"{tf_fb:>9.2f} {f_mb:>6.1f} | {dense_cols} {diff:>9.1e} {cos:>8.5f}",
+                    f"| {size}² | {batch} | {budget}{tag} | {tf_f:.2f} | {tf_fb:.2f} | "
+                    f"{f_mb:.1f} | {dense_cols} | {diff:.1e} | {cos:.5f} |",
                     flush=True,
                 )
     print()
@@ -165,7 +163,8 @@ def main():
     print("needs, rounded up to 256; 'd' = default_budget. *: dense at batch 16 = 16 x batch 1")
     print("(not run: its memory is pixels x faces x batch). x: dense time / fast time.")
     print()
-    print(f"{'res':>5} {'B':>3} | {'raster':>8} {'shade':>8} {'shade f+b':>10}  (ms)")
+    print("| res | B | rasterize ms | shade ms | shade fwd+bwd ms |")
+    print("|---:|---:|---:|---:|---:|")
     colors = jnp.full((verts16.shape[1], 3), 0.7)
     for size in (112, 224):
         cam = camera(size)
@@ -177,8 +176,8 @@ def main():
                 jax.grad(lambda v, cam=cam: jnp.sum(render.shade(v, faces, colors, cam).rgba))
             )
             print(
-                f"{size:>4}² {batch:>3} | {timeit(ras, v, reps=reps):>8.2f} "
-                f"{timeit(shade, v, reps=reps):>8.2f} {timeit(shade_fb, v, reps=reps):>10.2f}",
+                f"| {size}² | {batch} | {timeit(ras, v, reps=reps):.2f} | "
+                f"{timeit(shade, v, reps=reps):.2f} | {timeit(shade_fb, v, reps=reps):.2f} |",
                 flush=True,
             )
 
