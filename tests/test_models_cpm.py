@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from handfit.models import cpm
+from handfit.models import cpm, resnet
 
 
 def _gaussian_maps(centres, size=32, sigma=1.0):
@@ -74,3 +74,17 @@ def test_soft_argmax_is_differentiable_and_batched():
     assert out.shape == (2, 21, 2)
     g = jax.grad(lambda m: cpm.soft_argmax(m, crop_size=224.0)[..., 0].sum())(maps)
     assert np.all(np.isfinite(g)) and np.abs(g).max() > 0
+
+
+def test_cpm_on_resnet_stride8_feature_at_paper_resolution():
+    """f_H as wired in the DHPE: 224 x 224 crop -> ResNet 'stride8' (28 x 28) -> 32 x 32 maps."""
+    backbone, head = resnet.ResNetTiny(), cpm.CPMTiny()
+    x = jnp.zeros((1, 224, 224, 3))
+    bv = backbone.init(jax.random.PRNGKey(0), x, train=False)
+    _, feats = backbone.apply(bv, x, train=False)
+    assert feats["stride8"].shape[1:3] == (28, 28)
+    hv = head.init(jax.random.PRNGKey(1), feats["stride8"])
+    maps = head.apply(hv, feats["stride8"])
+    assert maps.shape == (2, 1, 32, 32, 21)
+    joints = cpm.hard_argmax(maps[-1], crop_size=224.0)
+    assert joints.shape == (1, 21, 2) and np.all((joints > 0) & (joints < 224))

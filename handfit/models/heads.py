@@ -4,7 +4,7 @@ Both are one Dense layer over a concatenation and are meant to be called once pe
 iteration from a loop that also runs the hand model (``handfit.params.mesh``):
 
     p = params.MeshParams.initial(batch, model).to_vector()        # p(0)   [B, 63]
-    j2d = soft_argmax(heatmaps)                                     # j2D(0) [B, 21, 2]
+    j2d = cpm.soft_argmax(maps[-1], crop_size=224.0)                # j2D(0) [B, 21, 2]
     for t in range(3):
         joints3d = params.mesh(params.MeshParams.from_vector(p), model).joints
         p, j2d = f_m(features, j2d, p), f_r(p, features, joints3d, j2d)
