@@ -38,7 +38,7 @@ class ScreenFaces(NamedTuple):
 
     tri: Array  # [F, 3, 2] (u, v) of the three corners
     depth: Array  # [F, 3] z of the three corners
-    valid: Array  # [F] bool: in front of the near plane and finite
+    valid: Array  # [F] bool: finite, and (perspective) no corner nearer than the near plane
 
 
 def screen_faces(vertices: Array, faces: Array, camera: Camera) -> ScreenFaces:

@@ -135,8 +135,8 @@ def rasterize(
     """Z-buffer rasterisation at pixel centres.
 
     A face covers a pixel when the pixel centre lies in its projected triangle, edges
-    included; zero-area faces cover nothing, and (perspective mode) faces with a vertex in
-    front of the near plane are skipped. Among covering faces the one with the smallest
+    included; zero-area faces cover nothing, and (perspective mode) faces with a vertex at
+    z < camera.near are skipped (no clipping). Among covering faces the one with the smallest
     camera depth at the centre wins (ties: the larger face id). Faces are binned like
     ``soft_silhouette`` (each face lists the tiles its bounding box reaches, in one flat
     list of ``budget`` pairs); the face choice has no gradient, ``bary`` and ``depth`` are

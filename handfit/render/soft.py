@@ -175,8 +175,8 @@ def soft_silhouette(
     For each pixel centre p and face f, D = sigmoid(sign · d²/sigma) with d² the squared
     distance (pixels²) from p to the projected triangle's boundary, sign +1 strictly inside
     and -1 otherwise; the silhouette is 1 - Π_f (1 - D), computed as 1 - exp(Σ log(1 - D))
-    with log(1 - D) = -softplus(sign · d²/sigma) (finite everywhere). Faces with a vertex in
-    front of the camera's near plane (perspective mode) contribute nothing.
+    with log(1 - D) = -softplus(sign · d²/sigma) (finite everywhere). Faces with a vertex at
+    z < camera.near (perspective mode; no clipping) contribute nothing.
 
     Fast path: the image is cut into ``tile`` x ``tile`` tiles. Each face lists the tiles
     that its screen bounding box, grown by the cutoff radius sqrt(sigma · ln(1/cutoff))
