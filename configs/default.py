@@ -18,6 +18,36 @@ def get_config() -> ml_collections.ConfigDict:
     config.hand.model_path = ""
     config.hand.side = "right"
 
+    # Data. Prepared datasets (TFDS array_record) live under data.dir; downloaded
+    # datasets are read from data.manual_dir (default <data.dir>/downloads/manual).
+    config.data = ml_collections.ConfigDict()
+    config.data.dir = "data"
+    config.data.manual_dir = ""
+    config.data.train = ("synthetic",)  # any of rhd, stb, freihand, synthetic
+    config.data.test = ("synthetic",)  # any of rhd, stb, dexter_object, freihand, synthetic
+    config.data.image_size = 224  # the network's input crop
+    config.data.heatmap_size = 32
+    config.data.heatmap_sigma = 1.0  # heat-map cells
+    config.data.crop_scale = 1.5  # crop side over the joints' tight box (Eq. 8)
+    config.data.mirror_left = True  # the hand model is a right hand
+    config.data.scale_jitter = 0.1
+    config.data.translate_jitter = 0.05  # of the crop side
+    config.data.rotation_deg = 30.0
+    config.data.color_jitter = 0.2
+    config.data.workers = 0  # processes decoding and augmenting (0: in the main process)
+    # The synthetic dataset (handfit.data.synthetic.SyntheticSpec).
+    config.data.synthetic = ml_collections.ConfigDict()
+    config.data.synthetic.num_train = 2000
+    config.data.synthetic.num_test = 200
+    config.data.synthetic.image_size = 128
+    config.data.synthetic.focal = 2.0
+    config.data.synthetic.fill = 0.75
+    config.data.synthetic.rotation_deg = (180.0, 180.0, 180.0)
+    config.data.synthetic.shape_std = 1.0
+    config.data.synthetic.occluder_prob = 0.3
+    config.data.synthetic.background_dir = ""
+    config.data.synthetic.seed = 0
+
     # --mode=hands: pose the hand model and write meshes and a preview picture.
     config.hands = ml_collections.ConfigDict()
     config.hands.num_random = 4  # random poses (mano.sample_poses) and shapes (N(0, 1))

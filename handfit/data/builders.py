@@ -33,6 +33,7 @@ FreiHAND adds ``mask`` and ``has_mask`` (False, mask all 0, on 'evaluation'),
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 
@@ -41,7 +42,8 @@ import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
-from handfit.data import dexter_object, freihand, rhd, stb
+from handfit import mano
+from handfit.data import dexter_object, freihand, rhd, stb, synthetic
 from handfit.data import example as ex
 
 
@@ -206,45 +208,167 @@ class HandfitFreihand(_ReaderBuilder):
         }
 
 
+@dataclasses.dataclass(eq=False)
+class SyntheticBuilderConfig(tfds.core.BuilderConfig):
+    """A synthetic dataset version: its name is derived from the spec."""
+
+    spec: synthetic.SyntheticSpec = dataclasses.field(default_factory=synthetic.SyntheticSpec)
+
+
+def synthetic_config(spec: synthetic.SyntheticSpec) -> SyntheticBuilderConfig:
+    return SyntheticBuilderConfig(name=spec.name, description=str(spec), spec=spec)
+
+
+class HandfitSynthetic(tfds.core.GeneratorBasedBuilder):
+    """Hands rendered by handfit (``handfit.data.synthetic``); generated, nothing to download."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "First release."}
+    BUILDER_CONFIGS = [synthetic_config(synthetic.SyntheticSpec())]
+    GENERATE_CHUNK = 32  # hands rendered per call
+
+    code_path = _ReaderBuilder.code_path
+
+    @property
+    def spec(self) -> synthetic.SyntheticSpec:
+        return self.builder_config.spec
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        size = self.spec.image_size
+        model = mano.get_model(self.spec.hand_model, "right")
+        features = _common_features(size, size) | {
+            "mask": tfds.features.Image(shape=(size, size, 1), encoding_format="png"),
+            "mano_pose": tfds.features.Tensor(shape=(48,), dtype=np.float32),
+            "mano_shape": tfds.features.Tensor(shape=(model.num_betas,), dtype=np.float32),
+            "vertices": tfds.features.Tensor(shape=(model.num_vertices, 3), dtype=np.float32),
+        }
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=f"{self.__doc__} Hand model: {model.name}.",
+            features=tfds.features.FeaturesDict(features),
+            disable_shuffling=True,
+        )
+
+    def _split_generators(self, dl_manager):
+        return {split: self._generate_examples(split) for split in synthetic.SPLIT_SEEDS}
+
+    def _generate_examples(self, split):
+        model = mano.get_model(self.spec.hand_model, "right")
+        total = self.spec.num(split)
+        for start in range(0, total, self.GENERATE_CHUNK):
+            count = min(self.GENERATE_CHUNK, total - start)
+            for record in synthetic.generate(self.spec, split, start, count, model):
+                yield (
+                    record["sample_id"],
+                    record
+                    | {
+                        "image": Image.fromarray(record["image"]),
+                        "mask": _mask_image(record["mask"][..., 0]),
+                        "side": ex.RIGHT,
+                    },
+                )
+
+
 BUILDERS = {
     "rhd": HandfitRhd,
     "stb": HandfitStb,
     "dexter_object": HandfitDexterObject,
     "freihand": HandfitFreihand,
+    "synthetic": HandfitSynthetic,
+}
+# The training and test splits of each dataset, as the papers use them.
+TRAIN_SPLIT = {"rhd": "training", "stb": "train", "freihand": "training", "synthetic": "train"}
+TEST_SPLIT = {
+    "rhd": "evaluation",
+    "stb": "test",
+    "dexter_object": "test",
+    "freihand": "evaluation",
+    "synthetic": "test",
 }
 
 
-def prepare(dataset: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLike | None = None):
+def builder(
+    dataset: str, data_dir: str | os.PathLike, spec: synthetic.SyntheticSpec | None = None
+) -> tfds.core.DatasetBuilder:
+    """The TFDS builder of ``dataset`` (a key of :data:`BUILDERS`) under ``data_dir``.
+
+    ``spec`` chooses the synthetic dataset's version (default: ``SyntheticSpec()``).
+    """
+    if dataset not in BUILDERS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(BUILDERS)}")
+    if dataset == "synthetic":
+        config = synthetic_config(spec or synthetic.SyntheticSpec())
+        return HandfitSynthetic(data_dir=os.fspath(data_dir), config=config)
+    return BUILDERS[dataset](data_dir=os.fspath(data_dir))
+
+
+def prepare(
+    dataset: str,
+    data_dir: str | os.PathLike,
+    manual_dir: str | os.PathLike | None = None,
+    spec: synthetic.SyntheticSpec | None = None,
+):
     """Builds ``dataset``'s array_record files under ``data_dir`` (a no-op if already built).
 
     Args:
-      dataset: a key of :data:`BUILDERS` ('rhd', 'stb', 'dexter_object', 'freihand').
+      dataset: a key of :data:`BUILDERS` ('rhd', 'stb', 'dexter_object', 'freihand',
+        'synthetic').
       data_dir: TFDS data directory for the prepared files.
       manual_dir: where the downloaded dataset lies (the readers' ``data_dir``);
-        default ``<data_dir>/downloads/manual``.
+        default ``<data_dir>/downloads/manual``. Not used by 'synthetic'.
+      spec: the synthetic dataset's spec (only for 'synthetic').
     Returns:
       The builder.
     Raises:
       DatasetNotFoundError naming the missing file when the download is incomplete.
     """
-    if dataset not in BUILDERS:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(BUILDERS)}")
-    builder = BUILDERS[dataset](data_dir=os.fspath(data_dir))
+    prepared = builder(dataset, data_dir, spec)
     if manual_dir is None:
         manual_dir = os.path.join(os.fspath(data_dir), "downloads", "manual")
-    if not builder.is_prepared():
+    if not prepared.is_prepared():
         # An empty or absent manual_dir fails in TFDS with MANUAL_DOWNLOAD_INSTRUCTIONS; a
         # partial download fails in the readers (built for every split before any example is
         # written), naming the missing file.
-        builder.download_and_prepare(
+        prepared.download_and_prepare(
             file_format="array_record",
             download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)),
         )
-    return builder
+    return prepared
 
 
-def data_source(dataset: str, split: str, data_dir: str | os.PathLike):
-    """Random-access source over a prepared split: ``tfds.data_source`` of ``dataset``'s builder."""
-    if dataset not in BUILDERS:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(BUILDERS)}")
-    return tfds.data_source(BUILDERS[dataset].name, split=split, data_dir=os.fspath(data_dir))
+def data_source(
+    dataset: str,
+    split: str,
+    data_dir: str | os.PathLike,
+    spec: synthetic.SyntheticSpec | None = None,
+):
+    """Random-access source over a prepared split (records as dicts of numpy arrays)."""
+    prepared = builder(dataset, data_dir, spec)
+    if not prepared.is_prepared():
+        raise FileNotFoundError(
+            f"dataset {dataset!r} is not prepared under {data_dir}; run "
+            f"python main.py --mode=prepare --config=<your config> first"
+        )
+    return prepared.as_data_source(split=split)
+
+
+def synthetic_spec(config) -> synthetic.SyntheticSpec:
+    """The synthetic spec of a handfit config (``config.data.synthetic``, ``config.hand``)."""
+    fields = dict(config.data.synthetic)
+    fields["rotation_deg"] = tuple(float(x) for x in fields["rotation_deg"])
+    return synthetic.SyntheticSpec(**fields, hand_model=config.hand.model_path)
+
+
+def prepare_config(config) -> dict[str, tfds.core.DatasetBuilder]:
+    """Prepares every dataset a config trains or tests on; returns the builders by name."""
+    data_dir = config.data.dir
+    manual = config.data.manual_dir or None
+    names = list(dict.fromkeys(list(config.data.train) + list(config.data.test)))
+    spec = synthetic_spec(config)
+    prepared = {}
+    for name in names:
+        b = builder(name, data_dir, spec)
+        state = "already prepared" if b.is_prepared() else "preparing"
+        print(f"{name}: {state} in {b.data_dir}")
+        prepared[name] = prepare(name, data_dir, manual, spec)
+    return prepared
