@@ -48,6 +48,34 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.synthetic.background_dir = ""
     config.data.synthetic.seed = 0
 
+    # The DHPE networks (handfit.models.dhpe). Owner: the training issue.
+    config.model = ml_collections.ConfigDict()
+    config.model.backbone = "resnet50"  # 'resnet50' or 'resnet_tiny'
+    config.model.pretrained = ""  # a torchvision ResNet-50 .npz (see handfit/models/resnet.py)
+    config.model.cpm_stages = 3
+    config.model.cpm_width = 128
+    config.model.cpm_kernel = 7
+    config.model.cpm_depth = 5
+    config.model.iterations = 3  # Eq. 5's steps of f_M (and f_R)
+    config.model.use_refiner = True  # ablation: without f_R the CPM's joints are used throughout
+    config.model.render_size = 56  # side of the rendered silhouettes during training
+    config.model.sigma = 1.0  # soft silhouette sharpness, pixels^2 at render_size
+
+    # Test-time refinement (handfit.refine, Eq. 13). Owner: the refinement issue.
+    config.refine = ml_collections.ConfigDict()
+    config.refine.enabled = True  # used by --mode=eval when a model is evaluated
+    config.refine.steps = 50
+    config.refine.input = ""  # --mode=refine: a folder of images with 2D-keypoint JSONs
+
+    # Self-supervised data augmentation (handfit.augment, Sec. 3.5). Owner: the augmentation issue.
+    config.augment = ml_collections.ConfigDict()
+    config.augment.enabled = False
+    config.augment.start_step = 0  # the paper's "first K epochs", in training steps
+    config.augment.per_seed = 3  # new examples per predicted (seed) mesh
+    config.augment.shape_range = 3.0  # beta ~ U(-range, range) per dimension
+    config.augment.rotation_deg = (30.0, 30.0, 30.0)  # about x, y, z
+    config.augment.background_dir = ""  # '' for procedural backgrounds
+
     # --mode=hands: pose the hand model and write meshes and a preview picture.
     config.hands = ml_collections.ConfigDict()
     config.hands.num_random = 4  # random poses (mano.sample_poses) and shapes (N(0, 1))
