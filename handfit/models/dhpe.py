@@ -1,0 +1,239 @@
+"""The whole DHPE estimator (Eqs. 1, 5, 6): f_F and f_H, then T iterations of f_M and f_R.
+
+One call maps hand crops and their intrinsics to, per iteration t = 1..T, the 63
+parameters p(t), the mesh m(p(t)) and its 21 joints in camera space, their
+projection into the crop, the refined 2D joints j2D(t) and the rendered soft
+silhouette R(m(p(t))); plus the CPM's heat maps, j2D(0) and the pooled feature f.
+The hand model and the renderer (P of Eq. 1) hold no trainable weights: the hand
+model is an argument of every call, the renderer is ``handfit.render.soft_silhouette``.
+
+Placement. The 63 numbers are neutral at 0 (``handfit.params``); translation is an
+offset from a per-example *base point*: the point on the ray through the crop's
+centre at the depth where a hand of :data:`NOMINAL_EXTENT` metres spans
+``1 / crop_scale`` of the crop, the framing the input pipeline gives every example.
+So p = 0 (with MANO's mean pose, the paper's p(0)) is a hand in the middle of the
+crop at about the right size, whatever the crop's intrinsics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from handfit import mano, params
+from handfit import render as rnd
+from handfit.models import cpm as cpm_lib
+from handfit.models import heads, resnet
+
+NOMINAL_EXTENT = (
+    0.19  # metres: about wrist to middle fingertip of an adult hand (open hand: 18.9 cm)
+)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class DHPEOutput:
+    """What one DHPE call returns; T iterations, B examples, S CPM stages, V vertices.
+
+    features: [B, D] pooled f_F(x).
+    heatmaps: [S, B, hs, hs, 21] every CPM stage's maps (channels last).
+    joints2d_cpm: [B, 21, 2] j2D(0), the CPM's joints (crop pixels).
+    params: [T, B, 63] p(1) .. p(T).
+    vertices: [T, B, V, 3] m(p(t)) in camera space (metres).
+    joints3d: [T, B, 21, 3] J(m(p(t))) in camera space (metres).
+    joints2d_proj: [T, B, 21, 2] pi(J(m(p(t)))) in crop pixels.
+    joints2d: [T, B, 21, 2] j2D(1) .. j2D(T), the refiner's joints (crop pixels); equal to
+      j2D(0) at every t when the refiner is off.
+    silhouettes: [T, B, R, R] soft silhouettes at ``render_size`` (None when not rendered).
+    overflow: [T, B] int32 renderer overflow (0: nothing dropped; see soft_silhouette).
+    """
+
+    features: jax.Array
+    heatmaps: jax.Array
+    joints2d_cpm: jax.Array
+    params: jax.Array
+    vertices: jax.Array
+    joints3d: jax.Array
+    joints2d_proj: jax.Array
+    joints2d: jax.Array
+    silhouettes: jax.Array | None
+    overflow: jax.Array
+
+
+def crop_camera(K: jax.Array, size: int) -> rnd.Camera:
+    """The perspective camera ``[B]`` of crops of side ``size`` with intrinsics ``K [B, 3, 3]``."""
+    return rnd.perspective_camera(K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2], size, size)
+
+
+def base_translation(K: jax.Array, crop_size: float, crop_scale: float = 1.5) -> jax.Array:
+    """``[B, 3]`` where ``trans = 0`` puts the middle MCP: on the crop centre's ray, hand-sized.
+
+    Depth z0 = fx * NOMINAL_EXTENT * crop_scale / crop_size, so a hand of the nominal
+    extent spans ``crop_size / crop_scale`` pixels; the point is K^-1 (S/2, S/2, 1) z0.
+    """
+    z0 = K[:, 0, 0] * NOMINAL_EXTENT * crop_scale / crop_size
+    centre = jnp.array([crop_size / 2, crop_size / 2, 1.0], K.dtype)
+    ray = jnp.linalg.solve(K, jnp.broadcast_to(centre, K.shape[:1] + (3,))[..., None])[..., 0]
+    return ray * z0[:, None]
+
+
+def place(p: jax.Array, hand: mano.HandModel, K: jax.Array, crop_size: float) -> mano.ManoOutput:
+    """The mesh of parameter vectors ``p [B, 63]`` in the camera space of crops with ``K``."""
+    return params.mesh(
+        params.MeshParams.from_vector(p), hand, base_translation=base_translation(K, crop_size)
+    )
+
+
+class DHPE(nn.Module):
+    """The paper's estimator: ``HME = f_M o f_E`` (Eq. 1) with the refiner f_R (Eq. 6).
+
+    Attributes:
+      backbone: a ResNet constructor (``resnet.ResNet50``, ``resnet.ResNetTiny``): f_F.
+      cpm: a CPM constructor (``cpm.CPM``, ``cpm.CPMTiny``): f_H, on the 'stride8' map.
+      iterations: T, the steps of Eq. 5 (3 in the paper).
+      use_refiner: False drops f_R (ablation): j2D(t) = j2D(0) for every t.
+      crop_size: side of the input crops in pixels.
+      render_size: side of the rendered silhouettes (0: do not render).
+      sigma: soft silhouette sharpness in pixels² at ``render_size``.
+      render_budget: (face, tile) pairs per image for the renderer (None: its default).
+      soft_argmax: read j2D(0) with the differentiable soft arg-max (else the hard one).
+    """
+
+    backbone: Callable[..., nn.Module] = resnet.ResNet50
+    cpm: Callable[..., nn.Module] = cpm_lib.CPM
+    iterations: int = 3
+    use_refiner: bool = True
+    crop_size: int = 224
+    render_size: int = 56
+    sigma: float = 1.0
+    render_budget: int | None = None
+    soft_argmax: bool = True
+
+    def setup(self):
+        self.f_F = self.backbone(name="backbone")
+        self.f_H = self.cpm(name="cpm")
+        self.f_M = heads.MeshRegressor(crop_size=float(self.crop_size), name="mesh_regressor")
+        if self.use_refiner:
+            self.f_R = heads.PoseRefiner(crop_size=float(self.crop_size), name="pose_refiner")
+
+    def features(self, images: jax.Array, *, train: bool) -> jax.Array:
+        """f_F: pooled features ``[B, D]`` of crops ``[B, S, S, 3]`` in [0, 1] (Eq. 2)."""
+        return self.f_F(images, train=train)[0]
+
+    def refine_joints2d(
+        self, p: jax.Array, features: jax.Array, joints3d: jax.Array, joints2d: jax.Array
+    ) -> jax.Array:
+        """f_R (Eq. 6): ``[B, 63], [B, D], [B, 21, 3], [B, 21, 2] -> [B, 21, 2]``."""
+        if not self.use_refiner:
+            return joints2d
+        return self.f_R(p, features, joints3d, joints2d)
+
+    def __call__(
+        self, images: jax.Array, K: jax.Array, hand: mano.HandModel, *, train: bool
+    ) -> DHPEOutput:
+        """Runs the estimator.
+
+        Args:
+          images: [B, S, S, 3] crops in [0, 1], S = ``crop_size``.
+          K: [B, 3, 3] the crops' intrinsics (pixels of the S x S crop).
+          hand: the hand model (a pytree; no trainable weights).
+          train: batch statistics (and their update, with ``mutable=['batch_stats']``).
+        Returns:
+          :class:`DHPEOutput`.
+        """
+        b, s = images.shape[0], images.shape[1]
+        if images.shape[1:] != (self.crop_size, self.crop_size, 3):
+            raise ValueError(
+                f"DHPE: images must be [B, {self.crop_size}, {self.crop_size}, 3], "
+                f"got {images.shape}"
+            )
+        if K.shape != (b, 3, 3):
+            raise ValueError(f"DHPE: K must be [{b}, 3, 3], got {K.shape}")
+        f, maps = self.f_F(images, train=train)
+        heatmaps = self.f_H(maps["stride8"])
+        readout = cpm_lib.soft_argmax if self.soft_argmax else cpm_lib.hard_argmax
+        j2d = readout(heatmaps[-1], crop_size=float(s))
+        j2d_cpm = j2d
+        p = params.MeshParams.initial(b, hand, images.dtype).to_vector()
+        out = place(p, hand, K, float(s))
+        steps = []
+        for _ in range(self.iterations):
+            p_next = self.f_M(f, j2d, p)  # Eq. 5
+            j2d = self.refine_joints2d(p, f, out.joints, j2d)  # Eq. 6
+            p = p_next
+            out = place(p, hand, K, float(s))
+            steps.append((p, out.vertices, out.joints, j2d))
+        ps, verts, joints, j2ds = (jnp.stack(x) for x in zip(*steps))
+        camera = crop_camera(K, s)
+        proj = jax.vmap(lambda j: rnd.project(j, camera))(joints)
+        silhouettes, overflow = None, jnp.zeros((self.iterations, b), jnp.int32)
+        if self.render_size:
+            small = rnd.resize(camera, self.render_size)
+            sil = jax.vmap(
+                lambda v: rnd.soft_silhouette(
+                    v, hand.faces, small, sigma=self.sigma, budget=self.render_budget
+                )
+            )(verts)
+            silhouettes, overflow = sil.silhouette, sil.overflow
+        return DHPEOutput(
+            features=f,
+            heatmaps=heatmaps,
+            joints2d_cpm=j2d_cpm,
+            params=ps,
+            vertices=verts,
+            joints3d=joints,
+            joints2d_proj=proj,
+            joints2d=j2ds,
+            silhouettes=silhouettes,
+            overflow=overflow,
+        )
+
+
+BACKBONES = {"resnet50": resnet.ResNet50, "resnet_tiny": resnet.ResNetTiny}
+
+
+def from_config(config: ml_collections.ConfigDict, *, bn_axis_name: str | None = None) -> DHPE:
+    """The DHPE of ``config.model`` at ``config.data.image_size``.
+
+    ``bn_axis_name`` makes BatchNorm average its statistics over that mapped axis
+    (e.g. 'data' inside ``shard_map``).
+    """
+    m = config.model
+    if m.backbone not in BACKBONES:
+        raise ValueError(
+            f"config.model.backbone={m.backbone!r}; expected one of {sorted(BACKBONES)}"
+        )
+    cpm = partial(
+        cpm_lib.CPM,
+        num_stages=m.cpm_stages,
+        width=m.cpm_width,
+        stage_kernel=m.cpm_kernel,
+        stage_depth=m.cpm_depth,
+        heatmap_size=config.data.heatmap_size,
+    )
+    return DHPE(
+        backbone=partial(BACKBONES[m.backbone], bn_axis_name=bn_axis_name),
+        cpm=cpm,
+        iterations=m.iterations,
+        use_refiner=m.use_refiner,
+        crop_size=config.data.image_size,
+        render_size=m.render_size,
+        sigma=m.sigma,
+    )
+
+
+def init(model: DHPE, key: jax.Array, hand: mano.HandModel, batch: int = 1) -> dict[str, Any]:
+    """Fresh variables (``params``, ``batch_stats``) of ``model`` for crops of its size."""
+    s = model.crop_size
+    images = jnp.zeros((batch, s, s, 3), jnp.float32)
+    K = jnp.broadcast_to(
+        jnp.array([[s, 0.0, s / 2], [0.0, s, s / 2], [0.0, 0.0, 1.0]]), (batch, 3, 3)
+    )
+    return model.init(key, images, K, hand, train=False)
