@@ -372,3 +372,12 @@ def prepare_config(config) -> dict[str, tfds.core.DatasetBuilder]:
         print(f"{name}: {state} in {b.data_dir}")
         prepared[name] = prepare(name, data_dir, manual, spec)
     return prepared
+
+
+def config_source(config, dataset: str, *, train: bool):
+    """The prepared source of ``dataset``'s training (or test) split for a handfit config."""
+    splits = TRAIN_SPLIT if train else TEST_SPLIT
+    if dataset not in splits:
+        kind = "training" if train else "test"
+        raise ValueError(f"{dataset!r} has no {kind} split; {kind} sets: {sorted(splits)}")
+    return data_source(dataset, splits[dataset], config.data.dir, synthetic_spec(config))

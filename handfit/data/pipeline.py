@@ -82,20 +82,27 @@ def warp(image: np.ndarray, homography: np.ndarray, out_size: int, order: int = 
 
 
 def heatmaps(
-    joints2d: np.ndarray, visible: np.ndarray, *, image_size: int, heatmap_size: int, sigma: float
+    joints2d: np.ndarray,
+    visible: np.ndarray,
+    *,
+    image_size: int,
+    heatmap_size: int,
+    sigma: float,
+    xp=np,
 ) -> np.ndarray:
     """Gaussian heat maps ``[21, hs, hs]`` (peak 1) of crop joints ``[21, 2]``; 0 where not visible.
 
     Cell (i, j) covers crop pixels ``[j s, (j + 1) s)`` with ``s = image_size / heatmap_size``;
-    ``sigma`` is in cells.
+    ``sigma`` is in cells. ``xp`` is the array module: ``numpy`` here, ``jax.numpy`` for
+    examples made inside a jitted step (``handfit.augment``), so both share one formula.
     """
     cells = joints2d / (image_size / heatmap_size)  # continuous heat-map coordinates
-    centres = np.arange(heatmap_size) + 0.5
+    centres = xp.arange(heatmap_size) + 0.5
     du = centres[None, None, :] - cells[:, 0, None, None]
     dv = centres[None, :, None] - cells[:, 1, None, None]
-    maps = np.exp(-(du**2 + dv**2) / (2 * sigma**2))
-    ok = visible & np.isfinite(joints2d).all(-1)
-    return np.where(ok[:, None, None], np.nan_to_num(maps), 0.0).astype(np.float32)
+    maps = xp.exp(-(du**2 + dv**2) / (2 * sigma**2))
+    ok = visible & xp.isfinite(joints2d).all(-1)
+    return xp.where(ok[:, None, None], xp.nan_to_num(maps), 0.0).astype(xp.float32)
 
 
 def _color_jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
@@ -191,6 +198,22 @@ def process(
         "norm_size": np.float32(crop_scale * extent * image_size / side),
         "mirrored": np.bool_(mirrored),
     }
+
+
+def options(data_config) -> dict[str, Any]:
+    """:func:`process` keyword arguments from a config's ``data`` section."""
+    d = data_config
+    return dict(
+        image_size=d.image_size,
+        heatmap_size=d.heatmap_size,
+        heatmap_sigma=d.heatmap_sigma,
+        crop_scale=d.crop_scale,
+        mirror_left=d.mirror_left,
+        scale_jitter=d.scale_jitter,
+        translate_jitter=d.translate_jitter,
+        rotation_deg=d.rotation_deg,
+        color_jitter=d.color_jitter,
+    )
 
 
 def dataset(
