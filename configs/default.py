@@ -75,6 +75,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.augment.shape_range = 3.0  # beta ~ U(-range, range) per dimension
     config.augment.rotation_deg = (30.0, 30.0, 30.0)  # about x, y, z
     config.augment.background_dir = ""  # '' for procedural backgrounds
+    config.augment.ambient = 0.8  # shading of the re-rendered texture (light at the camera);
+    config.augment.diffuse = 0.2  # the seed's colours already hold its own lighting
+    config.augment.vertex_tolerance = 0.01  # metres behind the z-buffer a textured vertex may be
+    config.augment.joint_tolerance = 0.025  # the same for a generated joint to count as visible
 
     # --mode=hands: pose the hand model and write meshes and a preview picture.
     config.hands = ml_collections.ConfigDict()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
@@ -75,3 +77,51 @@ class ImageFolder:
 def source(folder: str | os.PathLike | None):
     """A background generator ``(rng, size) -> [size, size, 3]``: the folder's or procedural."""
     return ImageFolder(folder) if folder else procedural
+
+
+def draw(generator, rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """``n`` backgrounds ``[n, size, size, 3]`` float32 from a ``source`` generator (host side)."""
+    return np.stack([generator(rng, size) for _ in range(n)])
+
+
+def _smooth_noise_jax(key: jax.Array, n: int, size: int, cells: int) -> jax.Array:
+    """``[n, size, size, 3]`` colour noise: a random ``cells`` grid, upsampled bicubically."""
+    grid = jax.random.uniform(key, (n, cells, cells, 3))
+    return jax.image.resize(grid, (n, size, size, 3), "cubic")
+
+
+def procedural_jax(key: jax.Array, n: int, size: int) -> jax.Array:
+    """``n`` random backgrounds ``[n, size, size, 3]`` float32 in [0, 1], in jnp (jit-able).
+
+    The recipe of :func:`procedural` for use inside a compiled step, where there is no
+    PIL: a colour gradient, smooth noise at a coarse (4 x 4) and a fine (16 x 16) scale,
+    stripes for 40 % of the images and up to 4 blobs. Grid sizes are fixed (static
+    shapes), where :func:`procedural` draws them.
+    """
+    keys = jax.random.split(key, 11)
+    yy, xx = (jnp.mgrid[0:size, 0:size].astype(jnp.float32) + 0.5) / size  # [size, size]
+
+    def unit(k, shape=()):
+        return jax.random.uniform(k, (n,) + shape)
+
+    c0, c1 = unit(keys[0], (3,)), unit(keys[1], (3,))
+    angle = 2 * jnp.pi * unit(keys[2])[:, None, None]
+    t = (jnp.cos(angle) * xx + jnp.sin(angle) * yy)[..., None]  # [n, size, size, 1]
+    img = c0[:, None, None] * (1 - t) + c1[:, None, None] * t
+    img = 0.5 * img + 0.5 * _smooth_noise_jax(keys[3], n, size, 4)
+    img = img + 0.25 * (_smooth_noise_jax(keys[4], n, size, 16) - 0.5)
+    # stripes
+    freq, phase, a = jnp.moveaxis(unit(keys[5], (3,)), -1, 0)[..., None, None]
+    freq, phase, a = 3.0 + 12.0 * freq, 2 * jnp.pi * phase, jnp.pi * a
+    stripes = 0.5 + 0.5 * jnp.sin(freq * 2 * jnp.pi * (jnp.cos(a) * xx + jnp.sin(a) * yy) + phase)
+    stripes = (0.3 * stripes * (unit(keys[6]) < 0.4)[:, None, None])[..., None]
+    img = img * (1 - stripes) + stripes * unit(keys[7], (3,))[:, None, None]
+    # blobs: 4 candidates, each drawn with probability 1/2
+    centre = unit(keys[8], (4, 2))
+    radius = 0.05 + 0.25 * unit(keys[9], (4,))
+    colour, on = jnp.split(unit(keys[10], (4, 4)), [3], axis=-1)
+    for i in range(4):
+        d2 = (xx - centre[:, i, 0, None, None]) ** 2 + (yy - centre[:, i, 1, None, None]) ** 2
+        inside = (d2 < radius[:, i, None, None] ** 2) & (on[:, i, 0] < 0.5)[:, None, None]
+        img = jnp.where(inside[..., None], 0.3 * img + 0.7 * colour[:, i, None, None], img)
+    return jnp.clip(img, 0.0, 1.0).astype(jnp.float32)
