@@ -169,6 +169,7 @@ def _unoccluded(uv: Array, depth: Array, frags: rnd.Fragments, tolerance: Array)
     return inside & covered & (depth - front <= tolerance[:, None])
 
 
+@jax.jit
 def vertex_colors(
     vertices: Array,
     faces: Array,
