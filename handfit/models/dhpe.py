@@ -236,4 +236,56 @@ def init(model: DHPE, key: jax.Array, hand: mano.HandModel, batch: int = 1) -> d
     K = jnp.broadcast_to(
         jnp.array([[s, 0.0, s / 2], [0.0, s, s / 2], [0.0, 0.0, 1.0]]), (batch, 3, 3)
     )
-    return model.init(key, images, K, hand, train=False)
+    return jax.jit(partial(model.init, train=False))(key, images, K, hand)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Hook:
+    """A DHPE method as a hashable function: equal hooks of equal models compare equal, so
+    ``jax.tree_util.Partial``s of them let ``refine`` reuse its compiled loop across batches."""
+
+    model: DHPE
+    method: str  # 'features' or 'refine_joints2d'
+
+    def __call__(self, variables, *args):
+        if self.method == "features":
+            (images,) = args
+            return self.model.apply(variables, images, train=False, method=DHPE.features)
+        shift, features, p, joints3d, joints2d = args
+        p = p.at[:, -3:].add(-shift)  # refine's placement -> the DHPE's (see refine_hooks)
+        return self.model.apply(
+            variables, p, features, joints3d, joints2d, method=DHPE.refine_joints2d
+        )
+
+
+def refine_hooks(model: DHPE, variables: Any, images: jax.Array, K: jax.Array):
+    """The trained DHPE's f_R and f_F for test-time refinement (``handfit.refine.DHPEHooks``).
+
+    Placement: ``handfit.refine.refine`` places parameters with ``params.mesh``'s fixed base
+    translation (``params.BASE_TRANSLATION``), the DHPE with a per-crop one
+    (:func:`base_translation`). The hooks take the *refinement's* parameters: a DHPE vector
+    ``p`` is the refinement's ``p`` with ``trans + base_translation(K) - BASE_TRANSLATION``,
+    and ``refine_joints2d`` subtracts that shift before calling f_R, so f_R sees p(t) as it
+    was trained on. f_R's pooled feature f is computed once here from ``images``.
+
+    Args:
+      model: the DHPE; variables: its ``params`` and ``batch_stats``.
+      images: [B, S, S, 3] the crops in [0, 1]; K: [B, 3, 3] their intrinsics.
+    Returns:
+      DHPEHooks(refine_joints2d: (p [B, 63], joints3d [B, 21, 3] camera space, joints2d
+      [B, 21, 2] crop pixels) -> [B, 21, 2]; features: (images [B, S, S, 3]) -> [B, D];
+      images). Both are ``jax.tree_util.Partial``s (pytrees), so they pass through ``jit``.
+    """
+    from handfit import refine  # refine imports no model code; imported here to keep it so
+
+    shift = base_translation(K, float(model.crop_size)) - jnp.asarray(
+        params.BASE_TRANSLATION, K.dtype
+    )
+    features = jax.tree_util.Partial(_Hook(model, "features"), variables)
+    return refine.DHPEHooks(
+        refine_joints2d=jax.tree_util.Partial(
+            _Hook(model, "refine_joints2d"), variables, shift, features(images)
+        ),
+        features=features,
+        images=images,
+    )

@@ -1,0 +1,130 @@
+"""The whole DHPE: Eqs. 5 and 6 wired as written, placement in the crop, gradients reach f_E."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from handfit import mano, params, render
+from handfit.models import cpm, dhpe, heads, resnet
+
+S = 64
+HAND = mano.open_hand()
+
+
+def intrinsics(batch):
+    """Crop intrinsics whose principal point is off the crop centre, as real crops have."""
+    K = np.array([[90.0, 0.0, 20.0], [0.0, 95.0, 45.0], [0.0, 0.0, 1.0]], np.float32)
+    K = np.repeat(K[None], batch, 0)
+    K[-1, 0, 0] = K[-1, 1, 1] = 150.0
+    return jnp.asarray(K)
+
+
+def make(use_refiner=True):
+    return dhpe.DHPE(
+        backbone=resnet.ResNetTiny,
+        cpm=cpm.CPMTiny,
+        crop_size=S,
+        render_size=32,
+        use_refiner=use_refiner,
+    )
+
+
+@pytest.fixture(scope="module")
+def run():
+    model = make()
+    variables = dhpe.init(model, jax.random.key(0), HAND, batch=2)
+    images = jax.random.uniform(jax.random.key(1), (2, S, S, 3))
+    K = intrinsics(2)
+    out = jax.jit(lambda v, x, k: model.apply(v, x, k, HAND, train=False))(variables, images, K)
+    return model, variables, images, K, out
+
+
+def test_shapes(run):
+    _, _, _, _, out = run
+    t, b, v = 3, 2, HAND.num_vertices
+    assert out.params.shape == (t, b, 63)
+    assert out.vertices.shape == (t, b, v, 3)
+    assert out.joints3d.shape == out.joints2d_proj.shape[:3] + (3,) == (t, b, 21, 3)
+    assert out.joints2d.shape == (t, b, 21, 2) and out.joints2d_cpm.shape == (b, 21, 2)
+    assert out.silhouettes.shape == (t, b, 32, 32)
+    assert out.heatmaps.shape == (2, b, 32, 32, 21)
+    assert int(out.overflow.sum()) == 0
+
+
+def test_iterations_follow_eqs_5_and_6(run):
+    """p(1) = p(0) + f_M([f, j2D(0), p(0)]) and j2D(1) = f_R([p(0), f, J(m(p(0))), j2D(0)])."""
+    _, variables, _, K, out = run
+    p0 = params.MeshParams.initial(2, HAND).to_vector()
+    mesh0 = dhpe.place(p0, HAND, K, float(S))
+    w = variables["params"]
+    p1 = heads.MeshRegressor(crop_size=float(S)).apply(
+        {"params": w["mesh_regressor"]}, out.features, out.joints2d_cpm, p0
+    )
+    j1 = heads.PoseRefiner(crop_size=float(S)).apply(
+        {"params": w["pose_refiner"]}, p0, out.features, mesh0.joints, out.joints2d_cpm
+    )
+    np.testing.assert_allclose(out.params[0], p1, atol=1e-5)
+    np.testing.assert_allclose(out.joints2d[0], j1, atol=1e-3)
+    # the mesh of each iteration is that of its parameters, and projected with the crop's K
+    m2 = dhpe.place(out.params[2], HAND, K, float(S))
+    np.testing.assert_allclose(out.joints3d[2], m2.joints, atol=1e-5)
+    uv = render.project(out.joints3d[2], dhpe.crop_camera(K, S))
+    np.testing.assert_allclose(out.joints2d_proj[2], uv, atol=1e-3)
+
+
+def test_neutral_parameters_frame_the_hand_in_the_crop():
+    """p(0) puts the middle MCP on the crop centre and the hand at about 1/1.5 of the crop."""
+    K = intrinsics(2)
+    p0 = params.MeshParams.initial(2, HAND).to_vector()
+    joints = dhpe.place(p0, HAND, K, float(S)).joints
+    uv = np.asarray(render.project(joints, dhpe.crop_camera(K, S)))
+    np.testing.assert_allclose(uv[:, 9], S / 2, atol=1e-3)  # canonical 9: middle MCP
+    extent = (uv.max(1) - uv.min(1)).max(-1)
+    assert np.all((extent > 0.5 * S) & (extent < 0.9 * S)), extent
+
+
+def test_silhouette_covers_the_projected_hand(run):
+    _, _, _, _, out = run
+    sil = np.asarray(out.silhouettes[-1])
+    uv = np.asarray(out.joints2d_proj[-1]) * (32 / S)  # render-size pixels
+    for b in range(2):
+        c, r = uv[b, 9].astype(int)  # the middle MCP lies on the palm
+        assert sil[b, r, c] > 0.5
+        assert sil[b].mean() < 0.8
+
+
+def test_without_refiner_the_cpm_joints_are_used_throughout(run):
+    model = make(use_refiner=False)
+    kept = {k: v for k, v in run[1]["params"].items() if k != "pose_refiner"}
+    variables = {"params": kept, "batch_stats": run[1]["batch_stats"]}
+    images = jax.random.uniform(jax.random.key(2), (1, S, S, 3))
+    out = jax.jit(lambda v, x, k: model.apply(v, x, k, HAND, train=False))(
+        variables, images, intrinsics(1)
+    )
+    for t in range(3):
+        np.testing.assert_array_equal(out.joints2d[t], out.joints2d_cpm)
+
+
+def test_gradients_reach_every_network(run):
+    model, variables, images, K, _ = run
+
+    def loss(p):
+        out, _ = model.apply(
+            {"params": p, "batch_stats": variables["batch_stats"]},
+            images, K, HAND, train=True, mutable=["batch_stats"],
+        )  # fmt: skip
+        return jnp.mean(out.joints3d[-1] ** 2) + jnp.mean(out.joints2d[-1] ** 2) * 1e-4
+
+    grads = jax.jit(jax.grad(loss))(variables["params"])
+    for name in ("backbone", "cpm", "mesh_regressor", "pose_refiner"):
+        norm = sum(float(jnp.sum(g**2)) for g in jax.tree.leaves(grads[name]))
+        assert np.isfinite(norm) and norm > 0, name
+
+
+def test_bad_inputs_are_named(run):
+    model, variables = run[:2]
+    with pytest.raises(ValueError, match="images must be"):
+        model.apply(variables, jnp.zeros((1, 32, 32, 3)), intrinsics(1)[:1], HAND, train=False)
+    with pytest.raises(ValueError, match="K must be"):
+        model.apply(variables, jnp.zeros((1, S, S, 3)), jnp.eye(3), HAND, train=False)
