@@ -75,3 +75,25 @@ def test_manual_instructions_name_the_source():
     assert "dexter+object" in builders.HandfitDexterObject.MANUAL_DOWNLOAD_INSTRUCTIONS
     assert "FreihandDataset" in builders.HandfitFreihand.MANUAL_DOWNLOAD_INSTRUCTIONS
     assert builders.HandfitRhd.name == "handfit_rhd"
+
+
+def test_empty_manual_directory_says_where_to_get_the_data(tmp_path):
+    (tmp_path / "manual").mkdir()
+    with pytest.raises(ex.DatasetNotFoundError, match="manual_dir.*\n.*RenderedHandposeDataset"):
+        builders.prepare("rhd", tmp_path / "tfds", tmp_path / "manual")
+    with pytest.raises(ex.DatasetNotFoundError, match="is missing or empty"):
+        builders.prepare("stb", tmp_path / "tfds", tmp_path / "absent")
+
+
+def test_config_source_reads_the_configs_split(tmp_path):
+    from configs import default
+
+    config = default.get_config()
+    config.data.dir = str(tmp_path)
+    config.data.synthetic.num_train, config.data.synthetic.num_test = 2, 1
+    config.data.synthetic.image_size = 32
+    builders.prepare_config(config)
+    assert len(builders.config_source(config, "synthetic", train=True)) == 2
+    assert len(builders.config_source(config, "synthetic", train=False)) == 1
+    with pytest.raises(ValueError, match="dexter_object.*no training split"):
+        builders.config_source(config, "dexter_object", train=True)

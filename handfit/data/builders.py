@@ -326,9 +326,14 @@ def prepare(
     if manual_dir is None:
         manual_dir = os.path.join(os.fspath(data_dir), "downloads", "manual")
     if not prepared.is_prepared():
-        # An empty or absent manual_dir fails in TFDS with MANUAL_DOWNLOAD_INSTRUCTIONS; a
-        # partial download fails in the readers (built for every split before any example is
-        # written), naming the missing file.
+        # A partial download fails in the readers (built for every split before any example
+        # is written), naming the missing file; an empty or absent manual_dir fails here.
+        instructions = getattr(prepared, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
+        if instructions and not (os.path.isdir(manual_dir) and os.listdir(manual_dir)):
+            raise ex.DatasetNotFoundError(
+                f"{dataset}: the manual directory {os.fspath(manual_dir)!r} is missing or empty "
+                f"(set it with --config.data.manual_dir).\n{instructions}"
+            )
         prepared.download_and_prepare(
             file_format="array_record",
             download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)),
