@@ -161,12 +161,15 @@ def _gather(image: Array, row: Array, col: Array) -> Array:
     return jax.vmap(lambda im, r, c: im[r, c])(image, row, col)
 
 
-def _unoccluded(uv: Array, depth: Array, frags: rnd.Fragments, tolerance: Array) -> Array:
-    """[B, N] points inside the image on a covered pixel, <= ``tolerance [B]`` behind its depth."""
+def _unoccluded(
+    uv: Array, depth: Array, frags: rnd.Fragments, tolerance: Array, near: float
+) -> Array:
+    """[B, N] points past ``near``, inside the image on a covered pixel, at most
+    ``tolerance [B]`` behind the depth drawn there."""
     row, col, inside = _at_pixels(uv, frags.mask)
     covered = _gather(frags.mask, row, col) > 0
     front = _gather(frags.depth, row, col)
-    return inside & covered & (depth - front <= tolerance[:, None])
+    return (depth > near) & inside & covered & (depth - front <= tolerance[:, None])
 
 
 @jax.jit
@@ -201,7 +204,8 @@ def vertex_colors(
     row, col, inside = _at_pixels(uv, frags.mask)
     fid = _gather(frags.face_id, row, col)  # [B, V]
     own_face = (fid >= 0) & jnp.any(faces[jnp.maximum(fid, 0)] == jnp.arange(v)[:, None], -1)
-    visible = inside & (own_face | _unoccluded(uv, depth, frags, tolerance))
+    in_front = inside & (depth > camera.near)
+    visible = in_front & (own_face | _unoccluded(uv, depth, frags, tolerance, camera.near))
 
     def bilinear(image, points):  # [H, W, 3], [V, 2] -> [V, 3]
         coords = [points[:, 1] - 0.5, points[:, 0] - 0.5]  # array indices of pixel centres
@@ -334,7 +338,7 @@ def generate(
     # 4. Labels.
     frags = rnd.rasterize(mesh.vertices, model.faces, camera)
     uv, depth = rnd.project_with_depth(mesh.joints, camera)
-    visible = _unoccluded(uv, depth, frags, config.joint_tolerance * repeat(scale))
+    visible = _unoccluded(uv, depth, frags, config.joint_tolerance * repeat(scale), camera.near)
     joints2d = jnp.where(visible[..., None], uv, 0.0)
     maps = jax.vmap(
         functools.partial(
@@ -358,3 +362,26 @@ def generate(
         "mirrored": jnp.zeros((n,), bool),
     }
     return Augmented(batch, new, colors, shaded.alpha, shaded.overflow)
+
+
+def extend(batch: dict[str, Array], generated: dict[str, Array]) -> dict[str, Array]:
+    """The real batch followed by generated examples (``Augmented.batch``), key by key.
+
+    Both must hold exactly the keys of ``pipeline.process`` (:data:`BATCH_KEYS`) with
+    matching per-example shapes; the result has N_real + N_generated examples.
+    """
+    for name, value in (("batch", batch), ("generated", generated)):
+        if set(value) != set(BATCH_KEYS):
+            raise ValueError(
+                f"augment.extend: {name} has keys {sorted(value)}, expected {sorted(BATCH_KEYS)}"
+            )
+    out = {}
+    for key in BATCH_KEYS:
+        a, g = batch[key], generated[key]
+        if a.shape[1:] != g.shape[1:]:
+            raise ValueError(
+                f"augment.extend: '{key}' is {a.shape[1:]} per real example but "
+                f"{g.shape[1:]} per generated one"
+            )
+        out[key] = jnp.concatenate([jnp.asarray(a), jnp.asarray(g).astype(a.dtype)])
+    return out

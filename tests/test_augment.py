@@ -90,6 +90,14 @@ def test_batch_matches_the_input_pipeline(generated, K, seeds, hand, config):
         assert got.dtype == np.asarray(value).dtype, name
     assert np.all(out.batch["has_mask"]) and not np.any(out.batch["mirrored"])
     np.testing.assert_array_equal(out.batch["K"], np.repeat(np.asarray(K), config.per_seed, 0))
+    # the real batch (here of one example) and the generated ones concatenate
+    real_batch = {name: np.asarray(value)[None] for name, value in real.items()}
+    both = augment.extend(real_batch, out.batch)
+    assert both["image"].shape == (n + 1, S, S, 3) and both["visible"].dtype == bool
+    np.testing.assert_array_equal(both["joints2d"][0], real["joints2d"])
+    np.testing.assert_array_equal(both["heatmaps"][1:], out.batch["heatmaps"])
+    with pytest.raises(ValueError, match="heatmaps"):
+        augment.extend({**real_batch, "heatmaps": np.zeros((1, 21, 8, 8))}, out.batch)
 
 
 def test_joints_lie_on_the_rendered_hand(generated, hand, K, config):
