@@ -80,6 +80,16 @@ def get_config() -> ml_collections.ConfigDict:
     config.augment.vertex_tolerance = 0.01  # metres behind the z-buffer a textured vertex may be
     config.augment.joint_tolerance = 0.025  # the same for a generated joint to count as visible
 
+    # --mode=eval (handfit.evaluate): report in <workdir>/eval/. Owner: the evaluation issue.
+    config.eval = ml_collections.ConfigDict()
+    config.eval.step = -1  # checkpoint step to evaluate; -1: the latest
+    config.eval.batch_size = 16  # fixed batch shape (the last batch is padded)
+    config.eval.max_examples = 0  # first N examples of each test set; 0: all
+    config.eval.protocol = "zimmermann"  # 3D alignment, handfit.metrics.PROTOCOLS
+    config.eval.pck_steps = 20  # thresholds of the 3D PCK over 20-50 mm
+    config.eval.num_samples = 4  # overlays (PNG) and meshes (.obj) per test set
+    config.eval.workdirs = ()  # several workdirs to compare (empty: just --workdir)
+
     # --mode=hands: pose the hand model and write meshes and a preview picture.
     config.hands = ml_collections.ConfigDict()
     config.hands.num_random = 4  # random poses (mano.sample_poses) and shapes (N(0, 1))

@@ -1,9 +1,9 @@
-"""Pictures and files for people: mesh export (trimesh) and shaded mesh previews."""
+"""Pictures and files for people: mesh export (trimesh), mesh previews, PCK curves, overlays."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -69,4 +69,117 @@ def mesh_grid_png(
         fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()
     fig.savefig(os.fspath(path), dpi=90)
+    plt.close(fig)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def pck_plot_png(
+    path: str | os.PathLike,
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]],
+    *,
+    title: str,
+    xlabel: str = "error threshold (mm)",
+    reference_auc: float | None = None,
+    reference_label: str = "paper",
+) -> None:
+    """PCK curves in one PNG: ``curves`` maps a label to ``(thresholds [T], pck [T], auc)``.
+
+    The AUC is written in each curve's legend entry; ``reference_auc`` (e.g. the paper's
+    figure for this dataset) is drawn as a horizontal line at that PCK level and named in the
+    legend, since the paper's curves are not available, only their AUC.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 4.0))
+    for label, (thresholds, pck, area) in curves.items():
+        ax.plot(
+            np.asarray(thresholds), np.asarray(pck), marker=".", label=f"{label} (AUC {area:.3f})"
+        )
+    if reference_auc is not None:
+        ax.axhline(reference_auc, color="0.4", ls="--", lw=1,
+                   label=f"{reference_label}: AUC {reference_auc:.3f}")  # fmt: skip
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("PCK")
+    ax.set_ylim(0.0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(os.fspath(path), dpi=100)
+    plt.close(fig)
+
+
+def _draw_skeleton(ax, joints2d: np.ndarray, color: str, label: str) -> None:
+    """Bones (``skeleton.BONES``) and joints of canonical 2D joints ``[21, 2]`` (pixels)."""
+    from handfit import skeleton
+
+    for parent, child in skeleton.BONES:
+        ax.plot(*joints2d[[parent, child]].T, color=color, lw=1.2)
+    ax.plot(*joints2d.T, ".", color=color, ms=4, label=label)
+
+
+def overlay_png(
+    path: str | os.PathLike,
+    image: np.ndarray,
+    *,
+    mask_pred: np.ndarray | None = None,
+    mask_true: np.ndarray | None = None,
+    joints2d_pred: np.ndarray | None = None,
+    joints2d_true: np.ndarray | None = None,
+    vertices2d: np.ndarray | None = None,
+    faces: np.ndarray | None = None,
+    title: str = "",
+) -> None:
+    """Three panels over one crop: mask, skeleton, mesh outline. Predictions red, truth green.
+
+    Args:
+      image: [S, S, 3] in [0, 1].
+      mask_pred: [S, S] the rendered mesh's mask (tinted); mask_true: [S, S] (its contour).
+      joints2d_pred, joints2d_true: [21, 2] canonical joints in crop pixels.
+      vertices2d: [V, 2] projected mesh vertices (pixels) and faces [F, 3]: the wireframe.
+    """
+    plt = _pyplot()
+    image = np.clip(np.asarray(image, np.float64), 0.0, 1.0)
+    size = image.shape[0]
+    fig, axes = plt.subplots(1, 3, figsize=(9.0, 3.3))
+    # Pixel (r, c) covers [c, c + 1) x [r, r + 1): the extent puts pixel centres at +0.5.
+    extent = (0, image.shape[1], image.shape[0], 0)
+    for ax in axes:
+        ax.imshow(image, extent=extent)
+        ax.set_axis_off()
+    centres = np.arange(size) + 0.5
+    if mask_pred is not None:
+        tint = np.zeros(image.shape[:2] + (4,))
+        tint[..., 0], tint[..., 3] = 1.0, 0.45 * (np.asarray(mask_pred) > 0.5)
+        axes[0].imshow(tint, extent=extent)
+    if mask_true is not None and np.any(np.asarray(mask_true) > 0.5):
+        axes[0].contour(centres, centres, np.asarray(mask_true, np.float64), levels=[0.5],
+                        colors="lime", linewidths=1.0)  # fmt: skip
+    axes[0].set_title("mask (rendered red, truth green)", fontsize=7)
+    if joints2d_true is not None:
+        _draw_skeleton(axes[1], np.asarray(joints2d_true), "lime", "truth")
+    if joints2d_pred is not None:
+        _draw_skeleton(axes[1], np.asarray(joints2d_pred), "red", "prediction")
+    axes[1].set_title("skeleton (prediction red, truth green)", fontsize=7)
+    if vertices2d is not None and faces is not None:
+        from matplotlib.collections import PolyCollection
+
+        tri = np.asarray(vertices2d)[np.asarray(faces)]
+        axes[2].add_collection(PolyCollection(tri, facecolors="none", edgecolors="red",
+                                              linewidths=0.2, alpha=0.6))  # fmt: skip
+    axes[2].set_title("mesh outline", fontsize=7)
+    for ax in axes:
+        ax.set_xlim(0, image.shape[1])
+        ax.set_ylim(image.shape[0], 0)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.fspath(path), dpi=100)
     plt.close(fig)

@@ -1,0 +1,450 @@
+"""Evaluation (``--mode=eval``): checkpoints on the configured test sets, scored as the papers do.
+
+:func:`evaluate` restores ``<workdir>``'s newest checkpoint (or ``config.eval.step``), runs
+every test set of ``config.data.test`` through the DHPE (one jitted forward at a fixed
+batch shape; the last batch is padded and the padding dropped) and writes a report to
+``<workdir>/eval/`` (the step is recorded in ``metrics.json``; a later evaluation of the
+same workdir overwrites it):
+
+* ``metrics.json``: every metric, each with the protocol it was computed under;
+* ``report.md``: the table printed on the console (hand model, checkpoint, protocols);
+* ``pck_<dataset>.png``: 3D PCK over 20-50 mm with the paper's AUC where it has one
+  (:data:`REFERENCE_AUC`: RHD, STB, Dexter+Object);
+* ``samples/``: for the first ``config.eval.num_samples`` examples of each test set, an
+  overlay PNG (rendered mask, skeleton, mesh outline) and the meshes (.obj).
+
+Scored outputs ("variants"), all of the same examples under the same protocols:
+
+* ``network``: the DHPE's last iteration p(T) (Eq. 5), its mesh m(p(T)) and joints J(m).
+* ``refined``: p(T) after test-time refinement (Eq. 13, ``handfit.refine``), when
+  ``config.refine.enabled``: fitted to the refiner's 2D joints j2D(T) (re-estimated by f_R
+  at every step) and to the silhouette of m(p(T)) (no ground truth is used).
+* ``baseline``: the paper's p(0), MANO's mean pose placed as the network places its output
+  (``dhpe.place`` with the crop's intrinsics): what the network starts from.
+
+Protocols (datasets.md §5, ``handfit.metrics``): 3D joints under ``config.eval.protocol``
+(default Zimmermann & Brox's: ground-truth root and reference-bone scale, which is how
+Eq. 8's normalisation is undone at test time) with PCK/AUC over 20-50 mm; Dexter+Object
+by its fingertip protocol; datasets with ground-truth meshes (FreiHAND, synthetic) also by
+FreiHAND's Procrustes errors and F-scores; 2D PCK (0-30 px) of the CPM's joints j2D(0),
+the refiner's j2D(T) and each variant's projected joints; the rendered mask (hard
+rasteriser at the crop's resolution) against the ground-truth mask where there is one.
+When a dataset's joint 0 is STB's palm centre, the prediction's joint 0 is its palm
+centre too: the midpoint of its wrist and ring MCP (the inverse of
+``handfit.data.stb.palm_to_wrist``).
+
+``config.eval.workdirs`` compares several runs: each is evaluated as above (its report in
+its own ``eval/``), and ``<workdir>/eval/`` receives ``comparison.md``, ``comparison.json``
+and ``comparison_pck_<dataset>.png`` with a curve per workdir.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from handfit import checkpoint, mano, metrics, params, render, skeleton, viz
+from handfit.data import builders, pipeline
+from handfit.models import dhpe
+
+# The paper's 3D PCK AUC over 20-50 mm (read off its plots; approximate, paper-notes.md).
+REFERENCE_AUC = {"rhd": 0.926, "stb": 0.995, "dexter_object": 0.65}
+VARIANTS = {
+    "network": "DHPE p(T), last iteration",
+    "refined": "p(T) after test-time refinement (Eq. 13)",
+    "baseline": "mean pose p(0) (baseline)",
+}
+PCK3D_RANGE_MM = (20.0, 50.0)
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def palm_centre(joints: np.ndarray) -> np.ndarray:
+    """Canonical joints ``[..., 21, 3]`` with joint 0 moved from the wrist to STB's palm centre.
+
+    The inverse of ``handfit.data.stb.palm_to_wrist``: the midpoint of wrist and ring MCP.
+    """
+    out = np.array(joints, np.float64, copy=True)
+    out[..., 0, :] = (out[..., 0, :] + out[..., 13, :]) / 2.0
+    return out
+
+
+class Pose3DScore:
+    """A dataset's 3D joint score: :class:`metrics.DexterEval` for Dexter+Object, else
+    :class:`metrics.PoseEval3D` under ``protocol`` with PCK over 20-50 mm.
+
+    ``add(pred, gt, visible)``: metres ``[B, 21, 3]`` and ``[B, 21]``; unlabelled joints
+    (``visible`` False) are ignored. ``joint0='palm'`` moves the prediction's joint 0 to
+    its palm centre (:func:`palm_centre`) to match STB's labels.
+    """
+
+    def __init__(self, dataset: str, *, protocol: str, steps: int, joint0: str = "wrist"):
+        lo, hi = PCK3D_RANGE_MM
+        self.dexter = dataset == "dexter_object"
+        self.joint0 = joint0
+        if self.dexter:
+            self.eval = metrics.DexterEval(lo, hi, steps)
+        else:
+            self.eval = metrics.PoseEval3D(protocol, lo, hi, steps)
+
+    def add(self, pred: np.ndarray, gt: np.ndarray, visible: np.ndarray) -> None:
+        pred = palm_centre(pred) if self.joint0 == "palm" else np.asarray(pred, np.float64)
+        if self.dexter:
+            self.eval.add(pred, np.where(np.asarray(visible)[..., None], gt, np.nan))
+        else:
+            self.eval.add(pred, gt, visible)
+
+    def result(self) -> dict:
+        """The evaluator's result; ``auc`` is the AUC over 20-50 mm, ``pck`` its curve."""
+        return self.eval.result()
+
+
+def _render(vertices, joints, camera: render.Camera, faces) -> dict[str, jax.Array]:
+    """What is scored of one variant: 3D, projected 2D and the rasterised mask at crop size."""
+    return {
+        "vertices": vertices,
+        "joints3d": joints,
+        "joints2d": render.project(joints, camera),
+        "vertices2d": render.project(vertices, camera),
+        "mask": render.rasterize(vertices, faces, camera).mask,
+    }
+
+
+def _predict(variables, images, K, *, model: dhpe.DHPE, hand: mano.HandModel, refine_config):
+    """``[B, S, S, 3], [B, 3, 3]`` -> ({variant: scored arrays}, {name: [B, 21, 2] 2D joints})."""
+    b, s = images.shape[0], images.shape[1]
+    out = model.apply(variables, images, K, hand, train=False)
+    camera = dhpe.crop_camera(K, s)
+    p0 = params.MeshParams.initial(b, hand, images.dtype).to_vector()
+    base = dhpe.place(p0, hand, K, float(s))
+    pred = {
+        "network": _render(out.vertices[-1], out.joints3d[-1], camera, hand.faces),
+        "baseline": _render(base.vertices, base.joints, camera, hand.faces),
+    }
+    joints2d = {"cpm": out.joints2d_cpm, "refiner": out.joints2d[-1]}
+    if refine_config is not None:
+        from handfit import refine
+
+        # refine places p with params.BASE_TRANSLATION, the DHPE per crop (dhpe.refine_hooks).
+        shift = dhpe.base_translation(K, float(s)) - jnp.asarray(params.BASE_TRANSLATION)
+        start = params.MeshParams.from_vector(out.params[-1].at[:, -3:].add(shift))
+        evidence = refine.Evidence(
+            joints2d=out.joints2d[-1], visible=jnp.ones((b, skeleton.NUM_JOINTS))
+        )
+        hooks = dhpe.refine_hooks(model, variables, images, K)
+        res = refine.refine(start, evidence, hand, camera, refine_config, hooks)
+        pred["refined"] = _render(res.vertices, res.joints3d, camera, hand.faces)
+        joints2d["refined_target"] = res.target2d
+    return pred, joints2d
+
+
+class _Head:
+    """The first ``n`` records of a random-access source."""
+
+    def __init__(self, source, n: int):
+        self.source, self.n = source, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < self.n:
+            raise IndexError(index)
+        return self.source[index]
+
+
+def _first(n: int, array) -> np.ndarray:
+    return np.asarray(array)[:n]
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _pad(array: np.ndarray, size: int) -> np.ndarray:
+    """``array`` padded to ``size`` rows by repeating its last row."""
+    extra = size - len(array)
+    return np.concatenate([array, np.repeat(array[-1:], extra, 0)]) if extra else array
+
+
+def _gt_vertices(source, start: int, mirrored: np.ndarray) -> np.ndarray:
+    """Ground-truth vertices ``[B, V, 3]`` of records ``start..``, mirrored as the pipeline did.
+
+    At evaluation the pipeline only mirrors (left hands, ``x -> -x``); it never rotates.
+    """
+    verts = [np.asarray(source[start + i]["vertices"], np.float64) for i in range(len(mirrored))]
+    return np.stack(
+        [v @ pipeline.MIRROR.T if m else v for v, m in zip(verts, mirrored, strict=True)]
+    )
+
+
+def _jsonable(value):
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _evaluate_dataset(
+    config: ml_collections.ConfigDict,
+    name: str,
+    predict,
+    variables,
+    hand: mano.HandModel,
+    out_dir: str,
+    variants: Sequence[str],
+) -> dict:
+    """Scores every variant on test set ``name``; writes its PCK plot and samples."""
+    ev = config.eval
+    source = builders.config_source(config, name, train=False)
+    if ev.max_examples > 0 and ev.max_examples < len(source):
+        source = _Head(source, ev.max_examples)
+    first = source[0]
+    joint0 = _text(first.get("joint0", "wrist"))
+    has_vertices = "vertices" in first
+    pose3d = {
+        v: Pose3DScore(name, protocol=ev.protocol, steps=ev.pck_steps, joint0=joint0)
+        for v in variants
+    }
+    mesh = {v: metrics.FreiHANDEval() for v in variants} if has_vertices else {}
+    pose2d = {k: metrics.PoseEval2D() for k in ("cpm", "refiner")}
+    pose2d.update({f"{v}_projected": metrics.PoseEval2D() for v in variants})
+    seg = {v: metrics.SegmentationEval() for v in variants}
+    samples_dir = os.path.join(out_dir, "samples")
+    os.makedirs(samples_dir, exist_ok=True)
+    batches = pipeline.dataset(
+        source, batch_size=ev.batch_size, train=False, **pipeline.options(config.data)
+    )
+    start = 0
+    for batch in batches:
+        m = len(batch["image"])
+        images, K = (_pad(batch[k], ev.batch_size) for k in ("image", "K"))
+        outputs = jax.device_get(predict(variables, images, K))
+        pred, joints2d = jax.tree.map(functools.partial(_first, m), outputs)
+        visible, has_mask = batch["visible"], batch["has_mask"]
+        gt_verts = _gt_vertices(source, start, batch["mirrored"]) if has_vertices else None
+        for v in variants:
+            pose3d[v].add(pred[v]["joints3d"], batch["joints3d"], visible)
+            if has_vertices:
+                mesh[v].add(pred[v]["joints3d"], batch["joints3d"], pred[v]["vertices"], gt_verts)
+            pose2d[f"{v}_projected"].add(pred[v]["joints2d"], batch["joints2d"], visible)
+            if has_mask.any():
+                seg[v].add(pred[v]["mask"][has_mask], batch["mask"][has_mask])
+        for k in ("cpm", "refiner"):
+            pose2d[k].add(joints2d[k], batch["joints2d"], visible)
+        for i in range(max(0, min(m, ev.num_samples - start))):
+            _write_sample(samples_dir, f"{name}_{start + i:03d}", batch, i, pred, hand, variants)
+        start += m
+    result = {
+        "examples": start,
+        "joint0": joint0,
+        "pose3d": {v: pose3d[v].result() for v in variants},
+        "pose2d": {k: e.result() for k, e in pose2d.items()},
+    }
+    if mesh:
+        result["mesh"] = {v: e.result() for v, e in mesh.items()}
+    if seg[variants[0]].counts:
+        result["segmentation"] = {v: e.result() for v, e in seg.items()}
+    protocol = result["pose3d"][variants[0]]["protocol"]
+    viz.pck_plot_png(
+        os.path.join(out_dir, f"pck_{name}.png"),
+        {
+            VARIANTS[v]: (r["thresholds_mm"], r["pck"], r["auc"])
+            for v, r in result["pose3d"].items()
+        },
+        title=f"{name}: 3D PCK, protocol {protocol}; hand model {hand.name}",
+        reference_auc=REFERENCE_AUC.get(name),
+        reference_label="paper (Baek et al. 2019)",
+    )
+    return result
+
+
+def _write_sample(directory, stem, batch, i, pred, hand, variants) -> None:
+    """An overlay PNG per scored variant (not the baseline) and its mesh as .obj."""
+    truth2d = np.where(batch["visible"][i][:, None], batch["joints2d"][i], np.nan)
+    for v in variants:
+        if v == "baseline":
+            continue
+        viz.overlay_png(
+            os.path.join(directory, f"{stem}_{v}.png"),
+            batch["image"][i],
+            mask_pred=pred[v]["mask"][i],
+            mask_true=batch["mask"][i] if batch["has_mask"][i] else None,
+            joints2d_pred=pred[v]["joints2d"][i],
+            joints2d_true=truth2d,
+            vertices2d=pred[v]["vertices2d"][i],
+            faces=np.asarray(hand.faces),
+            title=f"{stem}: {VARIANTS[v]}; hand model {hand.name}",
+        )
+        viz.export_mesh(
+            os.path.join(directory, f"{stem}_{v}.obj"), pred[v]["vertices"][i], hand.faces
+        )
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def _table(runs: Mapping[str, dict], hand_name: str, protocol_note: str) -> str:
+    """Markdown table of every run, dataset and variant."""
+    lines = [
+        f"Hand model: {hand_name}. 3D: {protocol_note}; AUC over 20-50 mm. "
+        "2D: PCK AUC over 0-30 px of the variant's projected joints. "
+        "Mask: IoU of the rasterised mesh vs the ground-truth mask.",
+        "",
+        "| workdir | step | dataset | n | scored output | 3D protocol | AUC 20-50 mm "
+        "| EPE mean mm | EPE median mm | 2D AUC | mask IoU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for workdir, run in runs.items():
+        for name, res in run["datasets"].items():
+            for v, r in res["pose3d"].items():
+                iou = res.get("segmentation", {}).get(v, {}).get("iou")
+                lines.append(
+                    f"| {workdir} | {run['step']} | {name} | {res['examples']} | {VARIANTS[v]} "
+                    f"| {r['protocol']} | {r['auc']:.3f} | {r['epe_mean_mm']:.1f} "
+                    f"| {r['epe_median_mm']:.1f} | {res['pose2d'][f'{v}_projected']['auc']:.3f} "
+                    f"| {'-' if iou is None else f'{iou:.3f}'} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def _protocol_note(protocol: str) -> str:
+    notes = {
+        "zimmermann": "protocol 'zimmermann' (ground-truth root and reference-bone scale)",
+        "mcp": "protocol 'mcp' (root at the middle MCP, ground-truth reference-bone scale)",
+    }
+    return notes.get(protocol, f"protocol {protocol!r}") + "; Dexter+Object: fingertip protocol"
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def _refine_config(config: ml_collections.ConfigDict):
+    """The refinement settings when ``config.refine.enabled``, else None."""
+    if not config.refine.enabled:
+        return None
+    from handfit import refine
+
+    return refine.RefineConfig.from_config(config.refine)
+
+
+def evaluate_workdir(
+    config: ml_collections.ConfigDict, workdir: str, *, hand: mano.HandModel, predict
+) -> dict:
+    """One workdir's checkpoint on every test set; its report in ``<workdir>/eval/``.
+
+    ``predict``: the jitted ``_predict`` bound to the model, hand and refinement settings.
+    Returns ``{'workdir', 'step', 'report_dir', 'hand_model', 'variants', 'datasets'}``.
+    """
+    model = dhpe.from_config(config)
+    abstract = jax.eval_shape(lambda: dhpe.init(model, jax.random.key(0), hand))
+    step = None if config.eval.step < 0 else int(config.eval.step)
+    variables, step = checkpoint.restore_variables(workdir, abstract, step)
+    out_dir = os.path.join(workdir, "eval")
+    os.makedirs(out_dir, exist_ok=True)
+    variants = ["network"] + (["refined"] if config.refine.enabled else []) + ["baseline"]
+    run = {
+        "workdir": os.fspath(workdir),
+        "step": step,
+        "report_dir": out_dir,
+        "hand_model": hand.name,
+        "variants": {v: VARIANTS[v] for v in variants},
+        "datasets": {
+            name: _evaluate_dataset(config, name, predict, variables, hand, out_dir, variants)
+            for name in config.data.test
+        },
+    }
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+        json.dump(_jsonable(run), f, indent=1)
+    table = _table({run["workdir"]: run}, hand.name, _protocol_note(config.eval.protocol))
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write(table)
+    print(table)
+    return run
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """``--mode=eval``: evaluates ``workdir`` (or each of ``config.eval.workdirs``).
+
+    Returns ``{'report_dir', 'hand_model', 'protocol', 'runs': {workdir: run}}`` (a run as
+    :func:`evaluate_workdir` returns it), plus ``'comparison'`` (the table's rows) when
+    several workdirs are compared. Raises FileNotFoundError naming the folder when a
+    workdir has no checkpoint, and when a test set is not prepared.
+    """
+    workdirs = [os.fspath(w) for w in config.eval.workdirs] or [os.fspath(workdir)]
+    hand = mano.get_model(config.hand.model_path, config.hand.side)
+    predict = jax.jit(
+        functools.partial(
+            _predict,
+            model=dhpe.from_config(config),
+            hand=hand,
+            refine_config=_refine_config(config),
+        )
+    )
+    runs = {w: evaluate_workdir(config, w, hand=hand, predict=predict) for w in workdirs}
+    report_dir = os.path.join(os.fspath(workdir), "eval")
+    out = {
+        "report_dir": report_dir,
+        "hand_model": hand.name,
+        "protocol": _protocol_note(config.eval.protocol),
+        "runs": runs,
+    }
+    if len(workdirs) > 1:
+        out["comparison"] = _compare(runs, hand.name, config.eval.protocol, report_dir)
+    return out
+
+
+def _compare(runs: Mapping[str, dict], hand_name: str, protocol: str, out_dir: str) -> list:
+    """Writes comparison.{md,json} and a PCK plot per dataset with a curve per workdir."""
+    os.makedirs(out_dir, exist_ok=True)
+    table = _table(runs, hand_name, _protocol_note(protocol))
+    rows = [
+        {
+            "workdir": w,
+            "step": run["step"],
+            "dataset": name,
+            "variant": v,
+            "protocol": r["protocol"],
+            "auc_20_50": r["auc"],
+            "epe_mean_mm": r["epe_mean_mm"],
+            "epe_median_mm": r["epe_median_mm"],
+        }  # fmt: skip
+        for w, run in runs.items()
+        for name, res in run["datasets"].items()
+        for v, r in res["pose3d"].items()
+    ]
+    with open(os.path.join(out_dir, "comparison.md"), "w") as f:
+        f.write(table)
+    with open(os.path.join(out_dir, "comparison.json"), "w") as f:
+        json.dump({"hand_model": hand_name, "rows": rows}, f, indent=1)
+    datasets = next(iter(runs.values()))["datasets"]
+    for name in datasets:
+        curves = {}
+        for w, run in runs.items():
+            res = run["datasets"][name]["pose3d"]
+            v = "refined" if "refined" in res else "network"
+            curves[f"{w} ({v})"] = (res[v]["thresholds_mm"], res[v]["pck"], res[v]["auc"])
+        protocol_used = next(iter(datasets[name]["pose3d"].values()))["protocol"]
+        viz.pck_plot_png(
+            os.path.join(out_dir, f"comparison_pck_{name}.png"),
+            curves,
+            title=f"{name}: 3D PCK, protocol {protocol_used}; hand model {hand_name}",
+            reference_auc=REFERENCE_AUC.get(name),
+            reference_label="paper (Baek et al. 2019)",
+        )
+    print("Comparison\n" + table)
+    return rows

@@ -1,0 +1,183 @@
+"""Evaluation: the report, metrics that agree with a direct computation, protocols, comparison."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from configs import default
+from handfit import checkpoint, evaluate, mano, metrics, params, render
+from handfit.data import builders, pipeline
+from handfit.models import dhpe
+
+HAND = mano.open_hand()
+NUM_TEST = 5  # batch 4: one full batch and one padded one
+
+
+def tiny_config(data_dir):
+    config = default.get_config()
+    config.data.dir = str(data_dir)
+    config.data.train = ()
+    config.data.test = ("synthetic",)
+    config.data.image_size = 32
+    config.data.heatmap_size = 8
+    config.data.synthetic.num_train = NUM_TEST  # same shapes as the test split's
+    config.data.synthetic.num_test = NUM_TEST
+    config.data.synthetic.image_size = 32
+    config.model.backbone = "resnet_tiny"
+    config.model.cpm_stages = 1
+    config.model.cpm_width = 4
+    config.model.cpm_kernel = 3
+    config.model.cpm_depth = 1
+    config.model.render_size = 0
+    config.refine.enabled = False
+    config.eval.batch_size = 4
+    config.eval.num_samples = 2
+    return config
+
+
+def save_checkpoint(workdir, variables):
+    mngr = checkpoint.manager(workdir)
+    checkpoint.save(mngr, 7, variables, variables)
+    mngr.wait_until_finished()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    config = tiny_config(root / "data")
+    builders.prepare_config(config)
+    model = dhpe.from_config(config)
+    variables = dhpe.init(model, jax.random.key(0), HAND)  # untrained: no training needed
+    # A second, different "run" (the untrained f_M starts at p(0): perturb every weight).
+    leaves, tree = jax.tree.flatten(variables)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    other = tree.unflatten(
+        [a + 0.05 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys, strict=True)]
+    )
+    runs = {str(root / "run_a"): variables, str(root / "run_b"): other}
+    for workdir, v in runs.items():
+        save_checkpoint(workdir, v)
+    config.eval.workdirs = tuple(runs)
+    report = evaluate.evaluate(config, str(root / "run_a"))
+    return config, runs, report, root
+
+
+def test_report_files(setup):
+    _, runs, report, _ = setup
+    workdir = next(iter(runs))
+    out = os.path.join(workdir, "eval")
+    with open(os.path.join(out, "metrics.json")) as f:
+        saved = json.load(f)
+    assert saved["step"] == 7 and saved["hand_model"] == HAND.name
+    synth = saved["datasets"]["synthetic"]
+    assert synth["examples"] == NUM_TEST  # the padding of the last batch is dropped
+    assert set(synth["pose3d"]) == {"network", "baseline"}
+    assert synth["pose3d"]["network"]["protocol"] == "zimmermann"
+    assert 0.0 <= synth["pose3d"]["network"]["auc"] <= 1.0
+    for key in ("mesh", "segmentation"):  # synthetic has meshes and masks
+        assert set(synth[key]) == {"network", "baseline"}
+    assert synth["mesh"]["network"]["pa_mpvpe_mm"] > 0
+    with open(os.path.join(out, "report.md")) as f:
+        table = f.read()
+    assert HAND.name in table and "zimmermann" in table
+    assert os.path.getsize(os.path.join(out, "pck_synthetic.png")) > 1000
+    samples = sorted(os.listdir(os.path.join(out, "samples")))
+    assert samples == [
+        "synthetic_000_network.obj",
+        "synthetic_000_network.png",
+        "synthetic_001_network.obj",
+        "synthetic_001_network.png",
+    ]
+    with open(os.path.join(out, "samples", samples[0])) as f:
+        assert sum(line.startswith("v ") for line in f) == HAND.num_vertices
+
+
+def test_baseline_agrees_with_direct_computation(setup):
+    """The mean pose p(0), placed per crop and scored with metrics directly, as in the report."""
+    config, runs, report, _ = setup
+    source = builders.config_source(config, "synthetic", train=False)
+    options = pipeline.options(config.data)
+    batch = next(iter(pipeline.dataset(source, batch_size=NUM_TEST, train=False, **options)))
+    p0 = params.MeshParams.initial(NUM_TEST, HAND).to_vector()
+    base = dhpe.place(p0, HAND, batch["K"], float(config.data.image_size))
+    ev3d = metrics.PoseEval3D("zimmermann", 20.0, 50.0, 20)
+    ev3d.add(np.asarray(base.joints), batch["joints3d"], batch["visible"])
+    ev2d = metrics.PoseEval2D()
+    camera = dhpe.crop_camera(batch["K"], config.data.image_size)
+    ev2d.add(np.asarray(render.project(base.joints, camera)), batch["joints2d"], batch["visible"])
+    for workdir in runs:
+        scored = report["runs"][workdir]["datasets"]["synthetic"]
+        direct = ev3d.result()
+        assert scored["pose3d"]["baseline"]["auc"] == pytest.approx(direct["auc"], abs=1e-6)
+        assert scored["pose3d"]["baseline"]["epe_mean_mm"] == pytest.approx(
+            direct["epe_mean_mm"], rel=1e-5
+        )
+        assert scored["pose2d"]["baseline_projected"]["auc"] == pytest.approx(
+            ev2d.result()["auc"], abs=1e-6
+        )
+
+
+@pytest.mark.parametrize("joint0", ["wrist", "palm"])
+def test_protocol_assumes_ground_truth_root_and_bone(joint0):
+    rng = np.random.default_rng(0)
+    gt = rng.normal(0.0, 0.04, (3, 21, 3)) + np.array([0.0, 0.0, 0.5])
+    pred = 1.7 * (gt - gt[:, :1]) + np.array([0.1, -0.2, 0.9])  # wrong scale and root
+    if joint0 == "palm":
+        gt = evaluate.palm_centre(gt)  # STB labels the palm centre as joint 0
+    visible = np.ones((3, 21), bool)
+    score = evaluate.Pose3DScore("stb", protocol="zimmermann", steps=20, joint0=joint0)
+    score.add(pred, gt, visible)
+    assert score.result()["auc"] == pytest.approx(1.0)
+    assert score.result()["epe_mean_mm"] == pytest.approx(0.0, abs=1e-6)
+    bent = pred.copy()
+    bent[:, 12] += 0.05  # a middle fingertip 5 cm off (x1.7 scale: ~3 cm after alignment)
+    wrong = evaluate.Pose3DScore("stb", protocol="zimmermann", steps=20, joint0=joint0)
+    wrong.add(bent, gt, visible)
+    assert wrong.result()["auc"] < 1.0
+
+
+def test_dexter_uses_fingertips_only():
+    rng = np.random.default_rng(1)
+    gt = rng.normal(0.0, 0.04, (2, 21, 3))
+    pred = 0.5 * gt + 0.3
+    pred[:, :4] += 1.0  # non-tip joints are wrong but not scored
+    visible = np.zeros((2, 21), bool)
+    visible[:, [4, 8, 12, 16, 20]] = True
+    score = evaluate.Pose3DScore("dexter_object", protocol="zimmermann", steps=20)
+    score.add(pred, gt, visible)
+    result = score.result()
+    assert result["protocol"] == "dexter_object_tips"
+    assert result["auc"] == pytest.approx(1.0)
+
+
+def test_missing_checkpoint_is_a_clear_error(setup, tmp_path):
+    config = setup[0].copy_and_resolve_references()
+    config.eval.workdirs = ()
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint.*--mode=train"):
+        evaluate.evaluate(config, str(tmp_path / "empty"))
+
+
+def test_comparison_of_two_workdirs(setup):
+    _, runs, report, root = setup
+    out = os.path.join(root / "run_a", "eval")
+    with open(os.path.join(out, "comparison.md")) as f:
+        table = f.read()
+    with open(os.path.join(out, "comparison.json")) as f:
+        rows = json.load(f)["rows"]
+    for workdir in runs:
+        assert workdir in table
+        assert os.path.exists(os.path.join(workdir, "eval", "metrics.json"))
+    auc = {(r["workdir"], r["variant"]): r["auc_20_50"] for r in rows}
+    a, b = runs
+    for w in (a, b):
+        assert auc[(w, "network")] == pytest.approx(
+            report["runs"][w]["datasets"]["synthetic"]["pose3d"]["network"]["auc"]
+        )
+    # Same test set, same mean pose: the same baseline; each run's own checkpoint scored.
+    assert auc[(a, "baseline")] == auc[(b, "baseline")]
+    epe = {(r["workdir"], r["variant"]): r["epe_mean_mm"] for r in rows}
+    assert epe[(a, "network")] != pytest.approx(epe[(b, "network")], rel=1e-3)
+    assert os.path.getsize(os.path.join(out, "comparison_pck_synthetic.png")) > 1000
