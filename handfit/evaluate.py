@@ -119,6 +119,17 @@ def _render(vertices, joints, camera: render.Camera, faces) -> dict[str, jax.Arr
     }
 
 
+def refine_start(p: jax.Array, K: jax.Array, crop_size: float) -> params.MeshParams:
+    """DHPE parameters ``p [B, 63]`` of crops with ``K [B, 3, 3]`` as ``handfit.refine``'s start.
+
+    ``refine`` places a hand with ``params.mesh``'s fixed base translation, the DHPE with a
+    per-crop one (``dhpe.place``): the translation is shifted by their difference, so the
+    start is the same mesh (``dhpe.refine_hooks`` undoes the shift before f_R).
+    """
+    shift = dhpe.base_translation(K, crop_size) - jnp.asarray(params.BASE_TRANSLATION, p.dtype)
+    return params.MeshParams.from_vector(p.at[:, -3:].add(shift))
+
+
 def _predict(variables, images, K, *, model: dhpe.DHPE, hand: mano.HandModel, refine_config):
     """``[B, S, S, 3], [B, 3, 3]`` -> ({variant: scored arrays}, {name: [B, 21, 2] 2D joints})."""
     b, s = images.shape[0], images.shape[1]
@@ -134,9 +145,7 @@ def _predict(variables, images, K, *, model: dhpe.DHPE, hand: mano.HandModel, re
     if refine_config is not None:
         from handfit import refine
 
-        # refine places p with params.BASE_TRANSLATION, the DHPE per crop (dhpe.refine_hooks).
-        shift = dhpe.base_translation(K, float(s)) - jnp.asarray(params.BASE_TRANSLATION)
-        start = params.MeshParams.from_vector(out.params[-1].at[:, -3:].add(shift))
+        start = refine_start(out.params[-1], K, float(s))
         evidence = refine.Evidence(
             joints2d=out.joints2d[-1], visible=jnp.ones((b, skeleton.NUM_JOINTS))
         )
@@ -377,14 +386,34 @@ def evaluate_workdir(
     return run
 
 
+def _check_config(config: ml_collections.ConfigDict) -> None:
+    """Clear errors for bad ``config.eval`` / ``config.data.test`` values, before any work."""
+    ev = config.eval
+
+    def bad(field, value, expected):
+        raise ValueError(f"config.{field}={value!r}; expected {expected}")
+
+    if ev.protocol not in metrics.PROTOCOLS:
+        bad("eval.protocol", ev.protocol, f"one of {metrics.PROTOCOLS}")
+    if ev.batch_size < 1:
+        bad("eval.batch_size", ev.batch_size, "an integer >= 1")
+    if ev.pck_steps < 2:
+        bad("eval.pck_steps", ev.pck_steps, "an integer >= 2")
+    tests = tuple(config.data.test)
+    if not tests or any(name not in builders.TEST_SPLIT for name in tests):
+        bad("data.test", tests, f"one or more of {sorted(builders.TEST_SPLIT)}")
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """``--mode=eval``: evaluates ``workdir`` (or each of ``config.eval.workdirs``).
 
     Returns ``{'report_dir', 'hand_model', 'protocol', 'runs': {workdir: run}}`` (a run as
     :func:`evaluate_workdir` returns it), plus ``'comparison'`` (the table's rows) when
     several workdirs are compared. Raises FileNotFoundError naming the folder when a
-    workdir has no checkpoint, and when a test set is not prepared.
+    workdir has no checkpoint, and when a test set is not prepared; ValueError naming the
+    field for a bad ``config.eval`` or ``config.data.test`` value.
     """
+    _check_config(config)
     workdirs = [os.fspath(w) for w in config.eval.workdirs] or [os.fspath(workdir)]
     hand = mano.get_model(config.hand.model_path, config.hand.side)
     predict = jax.jit(

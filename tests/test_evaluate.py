@@ -160,6 +160,56 @@ def test_missing_checkpoint_is_a_clear_error(setup, tmp_path):
         evaluate.evaluate(config, str(tmp_path / "empty"))
 
 
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("protocol", "hand3d", "config.eval.protocol='hand3d'; expected one of"),
+        ("batch_size", 0, "config.eval.batch_size=0; expected an integer >= 1"),
+    ],
+)
+def test_bad_config_is_a_clear_error(setup, field, value, message):
+    config = setup[0].copy_and_resolve_references()
+    config.eval[field] = value
+    with pytest.raises(ValueError, match=message):
+        evaluate.evaluate(config, str(setup[3] / "run_a"))
+
+
+def test_refinement_starts_from_the_network_mesh():
+    """refine places p with a fixed base translation, the DHPE per crop: the same mesh."""
+    K = np.array(
+        [[[60.0, 0, 14], [0, 61, 18], [0, 0, 1]], [[90.0, 0, 16], [0, 90, 16], [0, 0, 1]]],
+        np.float32,
+    )
+    p = 0.1 * jax.random.normal(jax.random.key(3), (2, params.NUM_PARAMS))
+    want = dhpe.place(p, HAND, K, 32.0)
+    got = params.mesh(evaluate.refine_start(p, K, 32.0), HAND)
+    np.testing.assert_allclose(got.vertices, want.vertices, atol=1e-6)
+    np.testing.assert_allclose(got.joints, want.joints, atol=1e-6)
+
+
+def test_refine_hooks_give_f_r_the_dhpe_parameters(setup):
+    """The hook takes refine's placement and gives f_R p(t) as the DHPE placed it."""
+    config, runs, _, _ = setup
+    model = dhpe.from_config(config)
+    variables = list(runs.values())[1]  # perturbed: f_R depends on all its inputs
+    images = jax.random.uniform(jax.random.key(4), (2, 32, 32, 3))
+    K = np.array(
+        [[[60.0, 0, 14], [0, 61, 18], [0, 0, 1]], [[90.0, 0, 16], [0, 90, 16], [0, 0, 1]]],
+        np.float32,
+    )
+    p = 0.1 * jax.random.normal(jax.random.key(5), (2, params.NUM_PARAMS))
+    joints3d = dhpe.place(p, HAND, K, 32.0).joints
+    joints2d = jax.random.uniform(jax.random.key(6), (2, 21, 2)) * 32
+    hooks = dhpe.refine_hooks(model, variables, images, K)
+    features = model.apply(variables, images, train=False, method=dhpe.DHPE.features)
+    np.testing.assert_allclose(hooks.features(images), features, atol=1e-6)
+    want = model.apply(variables, p, features, joints3d, joints2d, method=dhpe.DHPE.refine_joints2d)
+    start = evaluate.refine_start(p, K, 32.0).to_vector()
+    got = hooks.refine_joints2d(start, joints3d, joints2d)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert not np.allclose(hooks.refine_joints2d(p, joints3d, joints2d), want, atol=1e-2)
+
+
 def test_comparison_of_two_workdirs(setup):
     _, runs, report, root = setup
     out = os.path.join(root / "run_a", "eval")

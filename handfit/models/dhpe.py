@@ -276,11 +276,10 @@ def refine_hooks(model: DHPE, variables: Any, images: jax.Array, K: jax.Array):
       [B, 21, 2] crop pixels) -> [B, 21, 2]; features: (images [B, S, S, 3]) -> [B, D];
       images). Both are ``jax.tree_util.Partial``s (pytrees), so they pass through ``jit``.
     """
-    from handfit import refine  # refine imports no model code; imported here to keep it so
+    from handfit import refine  # imported on use: running the network does not need it
 
-    shift = base_translation(K, float(model.crop_size)) - jnp.asarray(
-        params.BASE_TRANSLATION, K.dtype
-    )
+    base = base_translation(K, float(model.crop_size))
+    shift = base - jnp.asarray(params.BASE_TRANSLATION, base.dtype)
     features = jax.tree_util.Partial(_Hook(model, "features"), variables)
     return refine.DHPEHooks(
         refine_joints2d=jax.tree_util.Partial(
