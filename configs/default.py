@@ -7,6 +7,8 @@ Every field can be overridden on the command line, e.g. ``--config.hand.side=lef
 
 import ml_collections
 
+from handfit import losses
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -89,6 +91,39 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.pck_steps = 20  # thresholds of the 3D PCK over 20-50 mm
     config.eval.num_samples = 4  # overlays (PNG) and meshes (.obj) per test set
     config.eval.workdirs = ()  # several workdirs to compare (empty: just --workdir)
+
+    # Training losses (handfit.train; Eq. 7's weights default to handfit.losses.DEFAULT_WEIGHTS).
+    # Owner: the training issue.
+    config.loss = ml_collections.ConfigDict()
+    config.loss.weights = ml_collections.ConfigDict(dict(losses.DEFAULT_WEIGHTS))
+    config.loss.tau = losses.DEFAULT_TAU  # Eq. 12's gate: mean 2D joint error, crop pixels
+    config.loss.constant_shape_weight = False  # ablation: lambda_Sh = 1 for every example
+    config.loss.use_2d_losses = True  # ablation: False drops Eqs. 2 and 3 (feature, heat maps)
+    config.loss.mesh_iterations = "last"  # mesh terms (Eqs. 8, 9, Lap.) on the 'last' or 'all' p(t)
+    config.loss.laplacian_mode = "delta"  # 'delta' (change from the template) or 'plain'
+
+    # The optimiser (optax): Adam(W), warm-up then cosine or step decay, global-norm clipping.
+    config.optim = ml_collections.ConfigDict()
+    config.optim.learning_rate = 1e-3
+    config.optim.schedule = "cosine"  # 'cosine' (to end_factor x lr) or 'step' (x step_factor)
+    config.optim.warmup_steps = 500
+    config.optim.end_factor = 0.01
+    config.optim.step_boundaries = (0.6, 0.85)  # 'step': fractions of train.steps
+    config.optim.step_factor = 0.1
+    config.optim.weight_decay = 0.0  # decoupled (AdamW); 0 is Adam
+    config.optim.grad_clip = 1.0  # global norm; 0 for none
+
+    # The training loop (--mode=train).
+    config.train = ml_collections.ConfigDict()
+    config.train.steps = 100_000
+    config.train.batch_size = 32  # global: split over all devices (must divide by their count)
+    config.train.log_every = 50  # metrics.jsonl, TensorBoard and the progress bar
+    config.train.checkpoint_every = 1000  # and at the end
+    config.train.max_to_keep = 3
+    config.train.eval_every = 1000  # validation losses on data.test (0: never)
+    config.train.eval_batches = 0  # full batches per validation (0: all of them)
+    config.train.progress = True  # tqdm progress bar on the console
+    config.train.distributed = False  # jax.distributed.initialize() first (several hosts)
 
     # --mode=hands: pose the hand model and write meshes and a preview picture.
     config.hands = ml_collections.ConfigDict()

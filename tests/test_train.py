@@ -1,0 +1,174 @@
+"""Training: the step learns, shards exactly, resumes exactly, stops on NaN, compiles once."""
+
+import json
+import os
+import shutil
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from configs import tiny
+from handfit import mano, params, train
+from handfit.data import pipeline
+
+SIZE = 32
+
+
+def fake_records(n, seed):
+    """Records in the TFDS features: the open hand posed and projected; a disk mask on joints."""
+    rng = np.random.default_rng(seed)
+    hand = mano.open_hand()
+    p = params.MeshParams(
+        pose=jnp.asarray(rng.normal(0, 0.15, (n, 45)), jnp.float32),
+        shape=jnp.asarray(rng.normal(0, 1.0, (n, 10)), jnp.float32),
+        quat=jnp.asarray(rng.normal(0, 0.3, (n, 4)), jnp.float32),
+        scale=jnp.zeros((n, 1)),
+        trans=jnp.asarray(rng.normal(0, 0.02, (n, 3)), jnp.float32),
+    )
+    joints = np.asarray(jax.jit(lambda p: params.mesh(p, hand).joints)(p), np.float64)
+    f = 2.0 * SIZE
+    K = np.array([[f, 0, SIZE / 2], [0, f, SIZE / 2], [0, 0, 1]], np.float32)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE] + 0.5
+    records = []
+    for i in range(n):
+        proj = joints[i] @ K.T
+        uv = proj[:, :2] / proj[:, 2:]
+        d2 = (xx[..., None] - uv[:, 0]) ** 2 + (yy[..., None] - uv[:, 1]) ** 2
+        mask = (d2 < (SIZE / 16) ** 2).any(-1)
+        image = rng.integers(0, 80, (SIZE, SIZE, 3)).astype(np.uint8)
+        image[mask] = (220, 170, 140)
+        records.append(
+            dict(
+                image=image,
+                mask=mask[..., None].astype(np.uint8),
+                K=K,
+                joints3d=joints[i].astype(np.float32),
+                joints2d=uv.astype(np.float32),
+                visible=np.ones(21, bool),
+                side=1,
+                sample_id=f"fake/{i}",
+            )
+        )
+    return records
+
+
+@pytest.fixture(scope="module")
+def config():
+    c = tiny.get_config()
+    c.train.progress = False
+    c.train.eval_every = 0  # validation compiles a second program: not in the unit tests
+    return c
+
+
+@pytest.fixture(scope="module")
+def records():
+    return fake_records(12, seed=0)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(config, records, tmp_path_factory):
+    """4 steps with checkpoints at 2 and 4; the step may be traced only once in this module."""
+    workdir = str(tmp_path_factory.mktemp("run"))
+    train._compiled.cache_clear()
+    original = train._train_step
+    train._train_step = chex.assert_max_traces(original, n=1)
+    try:
+        state = train.train(config, workdir, records)
+    finally:
+        train._train_step = original
+    yield workdir, jax.device_get(state)
+    train._compiled.cache_clear()
+
+
+def _batch(config, records, mesh):
+    options = pipeline.options(config.data)
+    batch = next(iter(pipeline.dataset(records, batch_size=4, train=True, **options)))
+    return batch, train._global_batch(batch, NamedSharding(mesh, P("data")))
+
+
+def test_run_writes_checkpoints_metrics_and_logs(uninterrupted):
+    workdir, state = uninterrupted
+    assert int(state.step) == 4
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for r in rows:
+        for k in ("articulation", "shape", "laplacian", "feature", "heatmap", "refiner", "total"):
+            assert np.isfinite(r[k]), k
+        assert r["grad_norm"] > 0 and r["update_norm"] > 0
+    assert any(n.startswith("events.out.tfevents") for n in os.listdir(f"{workdir}/tensorboard"))
+
+
+def test_resume_from_checkpoint_ends_with_equal_parameters(config, records, uninterrupted, capsys):
+    workdir, want = uninterrupted
+    resumed = workdir + "_resumed"
+    shutil.copytree(workdir, resumed)
+    # The run "died" after its step-2 checkpoint: remove what came later.
+    shutil.rmtree(os.path.join(resumed, "checkpoints", "4"))
+    os.remove(os.path.join(resumed, "input_state", "4.p0.json"))
+    state = jax.device_get(train.train(config, resumed, records))
+    assert "resumed from" in capsys.readouterr().out
+    assert int(state.step) == 4
+    chex.assert_trees_all_equal(state.params, want.params)
+    chex.assert_trees_all_equal(state.batch_stats, want.batch_stats)
+    with open(os.path.join(resumed, "metrics.jsonl")) as f:
+        assert [json.loads(line)["step"] for line in f] == [1, 2, 3, 4]
+
+
+def test_steps_reduce_the_loss_on_a_fixed_batch(config, records, uninterrupted):
+    mesh = train.data_mesh()
+    hand = mano.get_model()
+    step, _ = train.compiled_steps(config, mesh)
+    state = train.create_state(config, hand, mesh)
+    _, batch = _batch(config, records, mesh)
+    totals = []
+    for _ in range(4):
+        state, metrics = step(state, batch)
+        totals.append(float(metrics["total"]))
+    assert totals[-1] < 0.9 * totals[0], totals
+
+
+def test_two_devices_give_the_one_device_step(config, records, uninterrupted):
+    assert jax.device_count() == 2
+    hand = mano.get_model()
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        mesh = train.data_mesh(devices)
+        step = train.compiled_steps(config, mesh)[0]
+        state = train.create_state(config, hand, mesh)
+        before = jax.device_get(state.params)
+        _, batch = _batch(config, records, mesh)
+        state, metrics = step(state, batch)
+        results.append((jax.device_get(metrics), jax.device_get(state), before))
+    (m1, s1, p1), (m2, s2, _) = results
+    for k in ("total", "articulation", "shape", "feature", "heatmap", "refiner", "grad_norm"):
+        np.testing.assert_allclose(m2[k], m1[k], rtol=1e-4, err_msg=k)
+    # BatchNorm statistics of the global batch, not of each device's half.
+    chex.assert_trees_all_close(s2.batch_stats, s1.batch_stats, rtol=1e-4, atol=1e-6)
+    # Adam's first update is lr * sign(g) where g is not ~0: the same sign on every weight.
+    d1 = jax.tree.map(lambda a, b: np.sign(a - b), s1.params, p1)
+    d2 = jax.tree.map(lambda a, b: np.sign(a - b), s2.params, p1)
+    same = [np.ravel(a == b) for a, b in zip(jax.tree.leaves(d1), jax.tree.leaves(d2))]
+    agree = np.mean(np.concatenate(same))
+    assert agree > 0.999, agree
+
+
+def test_non_finite_loss_stops_naming_the_step_and_term(
+    config, records, uninterrupted, tmp_path, monkeypatch
+):
+    real = pipeline.dataset
+
+    def corrupt(batch):
+        batch["joints3d"][1, 5] = np.nan  # a bad 3D label reaches only Eq. 8
+        return batch
+
+    monkeypatch.setattr(pipeline, "dataset", lambda *a, **kw: real(*a, **kw).map(corrupt))
+    with pytest.raises(train.NonFiniteLossError, match=r"step 1: articulation=nan, total=nan\."):
+        train.train(config, str(tmp_path), records)
+    assert not os.listdir(tmp_path / "checkpoints")  # nothing non-finite was saved
