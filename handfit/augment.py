@@ -227,15 +227,6 @@ def vertex_colors(
     return jnp.clip(colors, 0.0, 1.0), visible
 
 
-def random_rotations(key: Array, max_deg: tuple[float, float, float], shape: tuple) -> Array:
-    """Rotations ``[*shape, 3, 3]`` R_z R_y R_x, each angle uniform in +-max_deg (camera axes)."""
-    limits = jnp.deg2rad(jnp.asarray(max_deg, jnp.float32))
-    angles = jax.random.uniform(key, (*shape, 3), minval=-1.0, maxval=1.0) * limits
-    eye = jnp.eye(3)
-    rx, ry, rz = (geometry.axis_angle_to_matrix(angles[..., i : i + 1] * eye[i]) for i in range(3))
-    return rz @ ry @ rx
-
-
 def _tight_box_side(joints2d: Array, visible: Array) -> Array:
     """[B] larger side of the visible (else all) joints' 2D box, as ``pipeline.tight_box``."""
     use = jnp.where(jnp.any(visible, -1, keepdims=True), visible, True)[..., None]
@@ -309,7 +300,7 @@ def generate(
     shape = config.shape_range * jax.random.uniform(
         k_shape, (n, num_betas), minval=-1.0, maxval=1.0
     )
-    turn = random_rotations(k_rot, config.rotation_deg, (b, k))  # [B, k, 3, 3]
+    turn = geometry.random_rotations(k_rot, config.rotation_deg, (b, k))  # [B, k, 3, 3]
     rot = (turn @ params.rotation(seeds)[:, None]).reshape(n, 3, 3)
     identity = jnp.array([1.0, 0.0, 0.0, 0.0], jnp.float32)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 # Below this squared angle the axis-angle maps use their Taylor series: exact to
@@ -178,3 +179,12 @@ def similarity_align(
     trans = mu_y - scale[..., None] * jnp.einsum("...ij,...j->...i", rot, mu_x)
     aligned = scale[..., None, None] * jnp.einsum("...ij,...nj->...ni", rot, source)
     return aligned + trans[..., None, :], scale, rot, trans
+
+
+def random_rotations(key: jax.Array, max_deg, shape: tuple) -> jnp.ndarray:
+    """Rotations ``[*shape, 3, 3]`` R_z R_y R_x, each angle uniform in +-max_deg (x, y, z)."""
+    limits = jnp.deg2rad(jnp.asarray(max_deg, jnp.float32))
+    angles = jax.random.uniform(key, (*shape, 3), minval=-1.0, maxval=1.0) * limits
+    eye = jnp.eye(3)
+    rx, ry, rz = (axis_angle_to_matrix(angles[..., i : i + 1] * eye[i]) for i in range(3))
+    return rz @ ry @ rx

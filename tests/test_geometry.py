@@ -79,3 +79,17 @@ def test_similarity_align_never_reflects_and_respects_weights():
     w[0] = 0.0
     aligned, _, _, _ = geometry.similarity_align(jnp.asarray(x), jnp.asarray(y_bad), jnp.asarray(w))
     np.testing.assert_allclose(np.asarray(aligned)[1:], y[1:], atol=1e-4)
+
+
+def test_random_rotations_are_rotations_within_the_angle_limits():
+    rot = np.asarray(geometry.random_rotations(jax.random.key(0), (10.0, 0.0, 90.0), (50, 2)))
+    assert rot.shape == (50, 2, 3, 3)
+    np.testing.assert_allclose(
+        rot @ np.swapaxes(rot, -1, -2), np.broadcast_to(np.eye(3), rot.shape), atol=1e-5
+    )
+    # R_z R_y R_x with no y angle: the x axis stays in the xy plane turned by at most 90 deg
+    x_image = rot[..., :, 0]
+    np.testing.assert_allclose(x_image[..., 2], 0.0, atol=1e-6)
+    assert x_image[..., 0].min() >= -1e-6
+    # the z axis tilts by at most 10 degrees (the x angle)
+    assert np.degrees(np.arccos(np.clip(rot[..., 2, 2], -1, 1))).max() <= 10.0 + 1e-3

@@ -69,15 +69,6 @@ class SyntheticSpec:
         return {"train": self.num_train, "test": self.num_test}[split]
 
 
-def _rotation(key: jax.Array, max_deg: tuple[float, float, float], n: int) -> jnp.ndarray:
-    """``[n, 3, 3]`` rotations R_z R_y R_x with each angle uniform in +-max_deg."""
-    limits = jnp.deg2rad(jnp.asarray(max_deg, jnp.float32))
-    angles = jax.random.uniform(key, (n, 3), minval=-1.0, maxval=1.0) * limits
-    eye = jnp.eye(3)
-    rx, ry, rz = (geometry.axis_angle_to_matrix(angles[:, i : i + 1] * eye[i]) for i in range(3))
-    return rz @ ry @ rx
-
-
 @functools.partial(jax.jit, static_argnames=("spec", "n"))
 def _sample_hands(key: jax.Array, model: mano.HandModel, spec: SyntheticSpec, n: int):
     """Poses, shapes and camera-space meshes of ``n`` hands that fill the image."""
@@ -85,7 +76,7 @@ def _sample_hands(key: jax.Array, model: mano.HandModel, spec: SyntheticSpec, n:
     pose = mano.sample_poses(k_pose, model, n)
     shape = spec.shape_std * jax.random.normal(k_shape, (n, model.num_betas))
     out = mano.forward(model, pose, shape)
-    rot = _rotation(k_rot, spec.rotation_deg, n)
+    rot = geometry.random_rotations(k_rot, spec.rotation_deg, (n,))
     centre = out.vertices.mean(1, keepdims=True)
     verts = jnp.einsum("nij,nvj->nvi", rot, out.vertices - centre)
     joints = jnp.einsum("nij,nvj->nvi", rot, out.joints - centre)
