@@ -1,0 +1,585 @@
+"""Test-time refinement (paper Eq. 13) and fitting of the hand model to 2D joints and masks.
+
+``refine`` runs N gradient steps on the 63 parameters inside one jitted ``lax.fori_loop``
+(the optax state in the carry; nothing returns to Python between steps). ``fit`` needs no
+network: a coarse weak-perspective alignment of the model's mean-pose joints to the 2D
+joints over a few start rotations, then ``refine``.
+
+Batches: every leading dimension B is a batch of independent hands. The objective that is
+differentiated is the *sum* of the per-example losses, so each example's gradient is its
+own loss's gradient (what ``vmap`` of a per-example refinement would give) and SGD and
+Adam, which act elementwise, update each example independently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from handfit import geometry, losses, mano, metrics, params, render, skeleton
+from handfit.params import MeshParams
+from handfit.render.camera import Camera, batch_camera
+
+GROUPS = tuple(name for name, _ in params.SIZES)  # pose, shape, quat, scale, trans
+SILHOUETTE_TARGETS = ("auto", "initial", "mask", "features")
+OPTIMIZERS = ("sgd", "adam")
+TERMS = ("joints2d", "silhouette", "shape_prior", "pose_prior", "laplacian")
+# Fields of the config.refine section that are not RefineConfig's (read by the CLI / eval).
+_OTHER_FIELDS = ("enabled", "input")
+
+
+class Evidence(NamedTuple):
+    """What the hand is fitted to.
+
+    joints2d: [B, 21, 2] pixels of the camera's image (canonical order, ``handfit.skeleton``).
+    visible: [B, 21] 1 where the joint is known, 0 to ignore it.
+    mask: [B, H, W] foreground in [0, 1] at the camera's (H, W), or None.
+    """
+
+    joints2d: jnp.ndarray
+    visible: jnp.ndarray
+    mask: jnp.ndarray | None = None
+
+
+class DHPEHooks(NamedTuple):
+    """What refine needs from a trained DHPE, closed over its variables and the images."""
+
+    # (params_vec [B,63], joints3d [B,21,3] camera space, joints2d [B,21,2] crop px)
+    # -> [B,21,2]: f_R
+    refine_joints2d: Callable | None
+    # (images [B,H,W,3] in [0,1]) -> [B,D]: f_F (pooled ResNet feature)
+    features: Callable | None
+    # [B,H,W,3] the crops the evidence refers to (for the 'features' term)
+    images: jnp.ndarray | None
+
+
+class RefineResult(NamedTuple):
+    """Result of ``refine`` / ``fit``.
+
+    params: the refined MeshParams (batch B).
+    vertices: [B, V, 3] camera space (metres).
+    joints3d: [B, 21, 3] camera space (metres).
+    joints2d: [B, 21, 2] the projected joints, pixels of the camera's image.
+    target2d: [B, 21, 2] the 2D joints of the last step (f_R's estimate with DHPE hooks,
+      else the evidence).
+    losses: [steps, B] each example's weighted loss before each step.
+    terms: {name: [steps, B]} each unweighted term before each step (terms that are off
+      are left out).
+    overflow: [B] int32, the largest silhouette overflow over the steps (0: the render
+      budget was enough; see ``render.soft_silhouette``).
+    """
+
+    params: MeshParams
+    vertices: jnp.ndarray
+    joints3d: jnp.ndarray
+    joints2d: jnp.ndarray
+    target2d: jnp.ndarray
+    losses: jnp.ndarray
+    terms: dict[str, jnp.ndarray]
+    overflow: jnp.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class RefineConfig:
+    """Settings of ``refine`` (hashable: a static argument of jit). See configs/default.py.
+
+    The loss of one example is ``joints2d_weight * mean_j ||(pi(J_j) - j2D_j) / S||^2``
+    (visible joints; S the image's longer side, ``losses.joints2d_loss``) ``+
+    silhouette_weight * mean_px (R(m) - s)^2`` (``losses.shape_loss``; or the feature
+    term ``losses.feature_loss``) ``+ shape_prior_weight * ||beta||^2 + pose_prior_weight *
+    sum of squared joint-limit violations (radians) + laplacian_weight *
+    losses.laplacian_loss``.
+
+    The groups (pose, shape, quat, scale, trans) differ in how far a unit moves the
+    projection (a finger joint's radian moves a few joints by ~50 px, a metre of
+    translation moves all of them by ~1000 px), so plain gradient descent takes a step
+    ``learning_rate * group_lr[g]`` per group ``g``; each update entry is then clipped to
+    ``max_update`` and non-finite updates are dropped, so a degenerate start stays finite.
+    """
+
+    steps: int = 50
+    optimizer: str = "adam"  # 'adam' or 'sgd' (the paper's gradient descent)
+    learning_rate: float = 1.0
+    # Step size per group, times learning_rate: (pose, shape, quat, scale, trans).
+    group_lr: tuple[float, ...] = (0.03, 0.05, 0.005, 0.005, 0.001)
+    momentum: float = 0.0  # SGD only; 0 is plain gradient descent
+    final_lr: float = 1.0  # cosine decay of every step size to this fraction at the last step
+    max_update: float = 0.1
+    joints2d_weight: float = 1.0
+    silhouette_weight: float = 0.1
+    silhouette_target: str = "auto"  # 'auto' ('mask' if one is given, else 'initial'), ...
+    shape_prior_weight: float = 1e-5
+    pose_prior_weight: float = 1e-3
+    laplacian_weight: float = 0.0
+    laplacian_mode: str = "delta"
+    freeze: tuple[str, ...] = ()
+    render_size: int = 112  # longer side of the refinement's silhouettes; 0: the camera's
+    sigma: float = 1.0  # soft silhouette sharpness, pixels^2 at render_size
+    tile: int = 8
+    budget: int = 0  # (face, tile) pairs per silhouette; 0: auto (see refine)
+    budget_margin: float = 1.5  # auto budget: the start's need times this, rounded up to 1024
+    fit_starts: int = 2  # fit: refine from this many best coarse alignments, keep the best
+
+    def __post_init__(self):
+        def bad(field, value, expected):
+            raise ValueError(f"refine config: {field}={value!r}, expected {expected}")
+
+        if self.steps < 0:
+            bad("steps", self.steps, "an integer >= 0")
+        if self.optimizer not in OPTIMIZERS:
+            bad("optimizer", self.optimizer, f"one of {OPTIMIZERS}")
+        if len(self.group_lr) != len(GROUPS):
+            bad("group_lr", self.group_lr, f"{len(GROUPS)} numbers for {GROUPS}")
+        if self.silhouette_target not in SILHOUETTE_TARGETS:
+            bad("silhouette_target", self.silhouette_target, f"one of {SILHOUETTE_TARGETS}")
+        if self.laplacian_mode not in ("delta", "plain"):
+            bad("laplacian_mode", self.laplacian_mode, "'delta' or 'plain'")
+        for name in self.freeze:
+            if name not in GROUPS:
+                bad("freeze", self.freeze, f"names from {GROUPS}")
+        if self.render_size < 0 or self.sigma <= 0 or self.tile < 1 or self.budget < 0:
+            bad("render_size/sigma/tile/budget", (self.render_size, self.sigma, self.tile,
+                self.budget), "render_size >= 0, sigma > 0, tile >= 1, budget >= 0")  # fmt: skip
+
+    @classmethod
+    def from_config(cls, config: Mapping | RefineConfig) -> RefineConfig:
+        """From the ``config.refine`` section (a ConfigDict or dict); unknown keys are errors."""
+        if isinstance(config, cls):
+            return config
+        items = dict(config.items())
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(items) - fields - set(_OTHER_FIELDS))
+        if unknown:
+            raise ValueError(f"config.refine: unknown fields {unknown}; known: {sorted(fields)}")
+        kwargs = {k: v for k, v in items.items() if k in fields}
+        for k in ("group_lr", "freeze"):
+            if k in kwargs:
+                kwargs[k] = tuple(kwargs[k])
+        return cls(**kwargs)
+
+
+class _Faces:
+    """Concrete faces as a hashable static argument (the Laplacian needs them concrete)."""
+
+    def __init__(self, faces: np.ndarray):
+        self.array = np.ascontiguousarray(faces, np.int32)
+        self._key = (self.array.shape, self.array.tobytes())
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return isinstance(other, _Faces) and self._key == other._key
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _check_finite(name: str, value) -> None:
+    """Raises naming the field and the first example that holds NaN (concrete values only)."""
+    if value is None or not _is_concrete(value):
+        return
+    a = np.asarray(value)
+    bad = ~np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1) if a.ndim else ~np.isfinite(a)
+    if np.any(bad):
+        raise ValueError(
+            f"refine: {name} holds NaN or inf in example {int(np.flatnonzero(bad)[0])} "
+            f"(of {a.shape[0]}); clean or drop that example (use visible=0 for unknown joints)"
+        )
+
+
+def _render_shape(camera: Camera, size: int) -> tuple[int, int]:
+    """(h, w) of the refinement's silhouettes: the camera's aspect, longer side ``size``."""
+    h, w = camera.height, camera.width
+    if size <= 0:
+        return h, w
+    long = max(h, w)
+    return max(1, round(h * size / long)), max(1, round(w * size / long))
+
+
+def _check_inputs(p: MeshParams, ev: Evidence, camera: Camera, cfg: RefineConfig, dhpe) -> str:
+    """Shapes and NaN checks; returns the silhouette target in use."""
+    if not isinstance(p, MeshParams):
+        raise TypeError(f"refine: params must be a handfit.params.MeshParams, got {type(p)}")
+    b = p.pose.shape[0]
+    for (name, size), value in zip(params.SIZES, p, strict=True):
+        if value.shape != (b, size):
+            raise ValueError(f"refine: params.{name} must be [B, {size}] = [{b}, {size}], "
+                             f"got {value.shape}")  # fmt: skip
+        _check_finite(f"params.{name}", value)
+    nj = skeleton.NUM_JOINTS
+    if ev.joints2d.shape != (b, nj, 2):
+        raise ValueError(f"refine: evidence.joints2d must be [{b}, {nj}, 2], got "
+                         f"{ev.joints2d.shape}")  # fmt: skip
+    if ev.visible.shape != (b, nj):
+        raise ValueError(f"refine: evidence.visible must be [{b}, {nj}], got {ev.visible.shape}")
+    _check_finite("evidence.joints2d", ev.joints2d)
+    _check_finite("evidence.visible", ev.visible)
+    if ev.mask is not None:
+        if ev.mask.shape != (b, camera.height, camera.width):
+            raise ValueError(
+                f"refine: evidence.mask must be [B, H, W] = [{b}, {camera.height}, "
+                f"{camera.width}] (the camera's size), got {ev.mask.shape}"
+            )
+        _check_finite("evidence.mask", ev.mask)
+    target = cfg.silhouette_target
+    if target == "auto":
+        target = "mask" if ev.mask is not None else "initial"
+    if cfg.silhouette_weight > 0 and target == "mask" and ev.mask is None:
+        raise ValueError("refine: silhouette_target='mask' needs evidence.mask [B, H, W]")
+    if cfg.silhouette_weight > 0 and target == "features":
+        if dhpe is None or dhpe.features is None or dhpe.images is None:
+            raise ValueError("refine: silhouette_target='features' needs DHPEHooks with "
+                             "features and images")  # fmt: skip
+        if dhpe.images.ndim != 4 or dhpe.images.shape[0] != b:
+            raise ValueError(f"refine: dhpe.images must be [{b}, H, W, 3], got "
+                             f"{dhpe.images.shape}")  # fmt: skip
+        _check_finite("dhpe.images", dhpe.images)
+    return target
+
+
+def refine(
+    params: MeshParams,
+    evidence: Evidence,
+    model: mano.HandModel,
+    camera: Camera,
+    config: Mapping | RefineConfig,
+    dhpe: DHPEHooks | None = None,
+) -> RefineResult:
+    """Eq. 13: ``config.steps`` gradient steps on the 63 parameters towards the evidence.
+
+    Args:
+      params: the start, MeshParams with batch B (e.g. the network's estimate).
+      evidence: Evidence(joints2d [B, 21, 2] px, visible [B, 21], mask [B, H, W] or None),
+        in the camera's image. NaN or inf is rejected here, naming the field and example.
+      model: the hand model.
+      camera: the camera of the image (fields [] or [B]); silhouettes are rendered with it
+        resized to ``render_size`` (the mask is resized to match).
+      config: a RefineConfig or the ``config.refine`` section.
+      dhpe: optional hooks of a trained DHPE: with ``refine_joints2d`` the 2D target is
+        re-estimated by f_R from the current parameters at every step (as the paper does);
+        with ``features`` and ``images`` the 'features' silhouette term is available.
+
+    Returns:
+      RefineResult. A pure function of its inputs: it may be called under ``jit`` or
+      ``grad`` (the NaN checks then only run on concrete values; the Laplacian needs the
+      model's faces concrete, i.e. the model closed over rather than traced).
+    """
+    cfg = RefineConfig.from_config(config)
+    target = _check_inputs(params, evidence, camera, cfg, dhpe)
+    camera = batch_camera(camera, params.pose.shape[0])
+    faces = model.faces
+    static_faces = _Faces(np.asarray(faces)) if _is_concrete(faces) else None
+    if static_faces is None and cfg.laplacian_weight > 0:
+        raise TypeError("refine: the Laplacian term needs the model's faces concrete: close "
+                        "over the model instead of passing it traced, or set "
+                        "laplacian_weight=0")  # fmt: skip
+    budget = cfg.budget or _auto_budget(params, model, camera, cfg)
+    f_r = None if dhpe is None else dhpe.refine_joints2d
+    f_f = None if dhpe is None else dhpe.features
+    images = None if dhpe is None else dhpe.images
+    return _refine(params, evidence, model, camera, images, cfg=cfg, target=target,
+                   faces=static_faces, budget=budget, f_r=f_r, f_f=f_f)  # fmt: skip
+
+
+def _auto_budget(p: MeshParams, model: mano.HandModel, camera: Camera, cfg: RefineConfig) -> int:
+    """The start mesh's (face, tile) pairs times ``budget_margin``, rounded up to 1024.
+
+    Falls back to ``render.soft.default_budget`` (enough for a hand filling the image) when
+    the inputs are traced. Starts whose need rounds to another multiple compile again.
+    """
+    h, w = _render_shape(camera, cfg.render_size)
+    if not all(_is_concrete(x) for x in jax.tree.leaves((p, model, camera))):
+        return render.soft.default_budget(int(model.faces.shape[0]), h, w, cfg.tile)
+    verts = params.mesh(p, model).vertices
+    need = render.candidate_count(verts, model.faces, render.resize(camera, (h, w)),
+                                  sigma=cfg.sigma, tile=cfg.tile)  # fmt: skip
+    return 1024 * max(1, math.ceil(float(np.max(need)) * cfg.budget_margin / 1024))
+
+
+def _joint_limit_penalty(pose: jnp.ndarray, model: mano.HandModel) -> jnp.ndarray:
+    """[B] sum of squared violations (radians) of the model's joint limits by ``pose [B, 45]``."""
+    frames = model.joint_frames.astype(pose.dtype)
+    local = jnp.einsum("jab,njb->nja", frames, pose.reshape(pose.shape[0], 15, 3))
+    lo, hi = model.joint_limits[..., 0], model.joint_limits[..., 1]
+    over = jax.nn.relu(local - hi) + jax.nn.relu(lo - local)
+    return jnp.sum(jnp.square(over), axis=(1, 2))
+
+
+def _per_example(fn: Callable, *args) -> jnp.ndarray:
+    """[B] values of a batch-mean loss ``fn`` evaluated on each example alone."""
+    return jax.vmap(lambda *a: fn(*(x[None] for x in a)))(*args)
+
+
+def _group_optimizer(cfg: RefineConfig) -> optax.GradientTransformation:
+    def one(name: str, scale: float) -> optax.GradientTransformation:
+        if name in cfg.freeze:
+            return optax.set_to_zero()
+        lr = optax.cosine_decay_schedule(
+            cfg.learning_rate * scale, max(cfg.steps, 1), alpha=cfg.final_lr
+        )
+        if cfg.optimizer == "adam":
+            return optax.adam(lr)
+        return optax.sgd(lr, momentum=cfg.momentum or None)
+
+    transforms = {n: one(n, s) for n, s in zip(GROUPS, cfg.group_lr, strict=True)}
+    return optax.chain(
+        optax.multi_transform(transforms, MeshParams(*GROUPS)),
+        optax.clip(cfg.max_update),
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "target", "faces", "budget", "f_r", "f_f"))
+def _refine(p0, evidence, model, camera, images, *, cfg, target, faces, budget, f_r, f_f):
+    b = p0.pose.shape[0]
+    dtype = p0.pose.dtype
+    faces_arr = model.faces if faces is None else faces.array
+    h, w = _render_shape(camera, cfg.render_size)
+    rcam = render.resize(camera, (h, w))
+    size = float(max(camera.height, camera.width))
+    use_sil = cfg.silhouette_weight > 0
+    use_fr = f_r is not None
+    visible = evidence.visible.astype(dtype)
+
+    def silhouette(verts):
+        out = render.soft_silhouette(verts, faces_arr, rcam, sigma=cfg.sigma, tile=cfg.tile,
+                                     budget=budget)  # fmt: skip
+        return out.silhouette, out.overflow
+
+    sil_target = feat_target = None
+    if use_sil and target == "mask":
+        sil_target = jax.image.resize(evidence.mask.astype(dtype), (b, h, w), "linear")
+    elif use_sil and target == "initial":
+        sil_target = jax.lax.stop_gradient(silhouette(params.mesh(p0, model).vertices)[0])
+    elif use_sil and target == "features":
+        feat_target = jax.lax.stop_gradient(f_f(images))
+
+    def loss_fn(p, prev2d):
+        out = params.mesh(p, model)
+        joints2d = render.project(out.joints, camera)
+        target2d = prev2d
+        if use_fr:
+            target2d = jax.lax.stop_gradient(f_r(p.to_vector(), out.joints, prev2d))
+        terms = {
+            "joints2d": _per_example(
+                lambda a, t, v: losses.joints2d_loss(
+                    joints2d_pred=a, joints2d_true=t, visible=v, crop_size=size
+                ),
+                joints2d,
+                target2d,
+                visible,
+            )  # fmt: skip
+        }
+        overflow = jnp.zeros((b,), jnp.int32)
+        if use_sil:
+            sil, overflow = silhouette(out.vertices)
+            if target == "features":
+                img = images.astype(dtype)
+                up = jax.image.resize(sil, img.shape[:3], "linear")
+                terms["silhouette"] = _per_example(
+                    lambda f, g: losses.feature_loss(features=f, masked_features=g),
+                    feat_target, f_f(img * up[..., None]),
+                )  # fmt: skip
+            else:
+                terms["silhouette"] = _per_example(
+                    lambda s, m: losses.shape_loss(silhouettes=s, masks=m), sil, sil_target
+                )
+        if cfg.shape_prior_weight > 0:
+            terms["shape_prior"] = jnp.sum(jnp.square(p.shape), -1)
+        if cfg.pose_prior_weight > 0 and model.joint_limits is not None:
+            terms["pose_prior"] = _joint_limit_penalty(p.pose, model)
+        if cfg.laplacian_weight > 0:
+            # Model-frame vertices (the Laplacian ignores translation): R^T (v - t) / s.
+            trans = jnp.asarray(params.BASE_TRANSLATION, dtype) + p.trans
+            scale = params.BASE_SCALE * jnp.exp(p.scale)[..., None]
+            local = jnp.einsum("bji,bvj->bvi", params.rotation(p), out.vertices - trans[:, None])
+            terms["laplacian"] = _per_example(
+                lambda v: losses.laplacian_loss(vertices=v, template=model.v_template,
+                                                faces=faces.array, mode=cfg.laplacian_mode),
+                local / scale,
+            )  # fmt: skip
+        weights = {
+            "joints2d": cfg.joints2d_weight,
+            "silhouette": cfg.silhouette_weight,
+            "shape_prior": cfg.shape_prior_weight,
+            "pose_prior": cfg.pose_prior_weight,
+            "laplacian": cfg.laplacian_weight,
+        }
+        per_example = sum(weights[k] * v for k, v in terms.items())
+        return jnp.sum(per_example), (per_example, terms, target2d, overflow)
+
+    optimizer = _group_optimizer(cfg)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    target0 = evidence.joints2d.astype(dtype)
+    term_names = jax.eval_shape(loss_fn, p0, target0)[1][1].keys()
+
+    def step(k, carry):
+        p, opt_state, prev2d, loss_buf, term_buf, overflow = carry
+        (_, (per_example, terms, target2d, ovf)), grads = grad_fn(p, prev2d)
+        updates, opt_state = optimizer.update(grads, opt_state, p)
+        updates = jax.tree.map(lambda u: jnp.where(jnp.isfinite(u), u, 0.0), updates)
+        p = optax.apply_updates(p, updates)
+        loss_buf = loss_buf.at[k].set(per_example)
+        term_buf = {n: term_buf[n].at[k].set(v) for n, v in terms.items()}
+        return p, opt_state, target2d, loss_buf, term_buf, jnp.maximum(overflow, ovf)
+
+    carry = (
+        p0,
+        optimizer.init(p0),
+        target0,
+        jnp.zeros((cfg.steps, b), dtype),
+        {n: jnp.zeros((cfg.steps, b), dtype) for n in term_names},
+        jnp.zeros((b,), jnp.int32),
+    )
+    p, _, target2d, loss_buf, term_buf, overflow = jax.lax.fori_loop(0, cfg.steps, step, carry)
+    out = params.mesh(p, model)
+    return RefineResult(
+        params=p,
+        vertices=out.vertices,
+        joints3d=out.joints,
+        joints2d=render.project(out.joints, camera),
+        target2d=target2d,
+        losses=loss_buf,
+        terms=term_buf,
+        overflow=overflow,
+    )
+
+
+def _start_rotations() -> np.ndarray:
+    """[40, 3, 3] out-of-plane start rotations: yaw every 45 degrees x pitch -60..60 by 30."""
+    out = []
+    for yaw in np.deg2rad(np.arange(0, 360, 45)):
+        for pitch in np.deg2rad(np.arange(-60, 61, 30)):
+            cy, sy, cp, sp = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)
+            ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+            rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
+            out.append(rx @ ry)
+    return np.stack(out)
+
+
+def align(
+    joints2d: jnp.ndarray,
+    visibility: jnp.ndarray,
+    camera: Camera,
+    model: mano.HandModel,
+    *,
+    keep: int = 1,
+) -> MeshParams:
+    """Coarse global placement of the mean-pose hand on 2D joints (NumPy, on the host).
+
+    For each of 40 out-of-plane start rotations, a weighted 2D similarity (in-plane
+    rotation, scale, offset; ``metrics.similarity_transform``) maps the rotated model's
+    root-relative joints onto the 2D joints in normalised image coordinates, which is a
+    weak-perspective fit; the scale gives the depth (perspective camera) or the hand's
+    scale (weak camera). The ``keep`` rotations with the smallest weighted residual are
+    returned. An example with fewer than 2 visible joints keeps the neutral start.
+
+    Args:
+      joints2d: [B, 21, 2] pixels; visibility: [B, 21]; camera: fields [] or [B].
+      model: the hand model.
+      keep: how many starts per example.
+    Returns:
+      MeshParams with batch ``B * keep`` (example-major: rows ``b * keep .. b * keep + keep - 1``
+      are example b's starts, best first); pose is the model's mean pose, shape 0.
+    """
+    j2d = np.asarray(joints2d, np.float64)
+    vis = np.asarray(visibility, np.float64)
+    b = j2d.shape[0]
+    cam = batch_camera(camera, b)
+    fx, fy, cx, cy, ref = (np.asarray(getattr(cam, k), np.float64)
+                           for k in ("fx", "fy", "cx", "cy", "ref_depth"))  # fmt: skip
+    neutral = MeshParams.initial(1, model)
+    rest = np.asarray(params.mesh(neutral, model).joints[0], np.float64)
+    rest = rest - rest[skeleton.MIDDLE_MCP]
+    rots = _start_rotations()
+    base = np.asarray(params.BASE_TRANSLATION)
+    rows = []
+    for i in range(b):
+        uv = np.stack([(j2d[i, :, 0] - cx[i]) / fx[i], (j2d[i, :, 1] - cy[i]) / fy[i]], -1)
+        fits = []
+        if np.count_nonzero(vis[i] > 0) >= 2:
+            for rc in rots:
+                src = (rest @ rc.T)[:, :2]
+                s, r2, t = metrics.similarity_transform(src, uv, vis[i])
+                res = np.sum(vis[i] * np.sum((s * src @ r2.T + t - uv) ** 2, -1))
+                rz = np.eye(3)
+                rz[:2, :2] = r2
+                fits.append((res, s, rz @ rc, t))
+            fits.sort(key=lambda f: f[0])
+        for k in range(keep):
+            if not fits:
+                rows.append(np.zeros(params.NUM_PARAMS))
+                continue
+            _, s, rot, t = fits[min(k, len(fits) - 1)]
+            if cam.weak:
+                scale, depth = np.log(max(s * ref[i], 1e-6) / params.BASE_SCALE), base[2]
+            else:
+                scale, depth = 0.0, params.BASE_SCALE / max(s, 1e-6)
+            trans = np.array([t[0] * (ref[i] if cam.weak else depth),
+                              t[1] * (ref[i] if cam.weak else depth), depth]) - base  # fmt: skip
+            quat = np.asarray(geometry.matrix_to_quaternion(jnp.asarray(rot, jnp.float32)))
+            rows.append(np.concatenate([np.zeros(55), quat - [1, 0, 0, 0], [scale], trans]))
+    start = MeshParams.from_vector(jnp.asarray(np.stack(rows), jnp.float32))
+    return start._replace(pose=jnp.broadcast_to(model.hands_mean, start.pose.shape))
+
+
+def _repeat_camera(camera: Camera, b: int, k: int) -> Camera:
+    """The camera with fields [B * k], each example's camera repeated k times."""
+    cam = batch_camera(camera, b)
+    return dataclasses.replace(
+        cam, **{n: jnp.repeat(getattr(cam, n), k) for n in ("fx", "fy", "cx", "cy", "ref_depth")}
+    )
+
+
+def fit(
+    joints2d: jnp.ndarray,
+    visibility: jnp.ndarray,
+    camera: Camera,
+    model: mano.HandModel,
+    *,
+    mask: jnp.ndarray | None = None,
+    config: Mapping | RefineConfig,
+) -> RefineResult:
+    """Fits the hand model to 2D joints (and a mask), with no network.
+
+    ``align`` gives the ``fit_starts`` best coarse placements of the mean-pose hand per
+    example; ``refine`` runs from all of them at once (a batch of B * fit_starts) and each
+    example keeps the start whose last loss is lowest.
+
+    Args:
+      joints2d: [B, 21, 2] pixels of the camera's image, canonical order.
+      visibility: [B, 21] 1 for known joints.
+      camera: the image's camera (fields [] or [B]).
+      model: the hand model.
+      mask: [B, H, W] foreground in [0, 1] at the camera's size, or None.
+      config: RefineConfig or the ``config.refine`` section.
+    Returns:
+      RefineResult with batch B.
+    """
+    cfg = RefineConfig.from_config(config)
+    j2d = jnp.asarray(joints2d, jnp.float32)
+    vis = jnp.asarray(visibility, jnp.float32)
+    b, k = j2d.shape[0], max(1, cfg.fit_starts)
+    _check_finite("joints2d", j2d)
+    start = align(j2d, vis, camera, model, keep=k)
+
+    def rep(x):
+        return None if x is None else jnp.repeat(jnp.asarray(x, jnp.float32), k, axis=0)
+
+    evidence = Evidence(rep(j2d), rep(vis), rep(mask))
+    res = refine(start, evidence, model, _repeat_camera(camera, b, k), cfg)
+    last = res.losses[-1] if cfg.steps else jnp.zeros((b * k,))
+    best = jnp.argmin(last.reshape(b, k), axis=1) + jnp.arange(b) * k
+    picked = jax.tree.map(lambda x: x[best], res._replace(losses=None, terms=None))
+    return picked._replace(
+        losses=res.losses[:, best], terms={n: v[:, best] for n, v in res.terms.items()}
+    )

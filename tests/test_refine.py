@@ -1,0 +1,177 @@
+"""Tests of handfit.refine: refinement (Eq. 13), DHPE hooks, bad input, fitting, tracing."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from handfit import geometry, mano, params, refine, render
+from handfit.models import resnet
+from handfit.params import MeshParams
+
+SIZE = 64
+BUDGET = 8192
+CFG = refine.RefineConfig(steps=30, render_size=32, budget=BUDGET)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return mano.open_hand()
+
+
+@pytest.fixture(scope="module")
+def camera():
+    f = 1.6 * SIZE
+    return render.perspective_camera(f, f, SIZE / 2, SIZE / 2, SIZE, SIZE)
+
+
+def _problem(model, camera, n, seed=0):
+    """Known hands (truth), perturbed starts and exact evidence (joints and hard masks)."""
+    k = jax.random.split(jax.random.PRNGKey(seed), 6)
+    angles = jax.random.uniform(k[2], (n, 3), minval=-0.8, maxval=0.8)
+    truth = MeshParams(
+        pose=mano.sample_poses(k[0], model, n),
+        shape=jax.random.normal(k[1], (n, 10)),
+        quat=geometry.axis_angle_to_quaternion(angles) - jnp.array([1.0, 0, 0, 0]),
+        scale=jnp.zeros((n, 1)),
+        trans=jnp.zeros((n, 3)),
+    )
+    start = truth._replace(
+        pose=truth.pose + 0.3 * jax.random.normal(k[3], (n, 45)),
+        shape=truth.shape + jax.random.normal(k[4], (n, 10)),
+        quat=truth.quat + 0.1 * jax.random.normal(k[5], (n, 4)),
+    )
+    out = params.mesh(truth, model)
+    evidence = refine.Evidence(
+        joints2d=render.project(out.joints, camera),
+        visible=jnp.ones((n, 21)),
+        mask=render.rasterize(out.vertices, model.faces, camera).mask,
+    )
+    return truth, start, evidence
+
+
+def _error2d(result_or_joints, evidence, camera):
+    joints = getattr(result_or_joints, "joints3d", result_or_joints)
+    d = jnp.linalg.norm(render.project(joints, camera) - evidence.joints2d, axis=-1)
+    return np.asarray(jnp.mean(d, -1))
+
+
+@pytest.fixture(scope="module")
+def main_run(model, camera):
+    truth, start, evidence = _problem(model, camera, 2)
+    return truth, start, evidence, refine.refine(start, evidence, model, camera, CFG)
+
+
+def test_refine_moves_towards_the_evidence(main_run, model, camera):
+    _, start, evidence, res = main_run
+    before = _error2d(params.mesh(start, model).joints, evidence, camera)
+    after = _error2d(res, evidence, camera)
+    assert np.all(after < 0.6 * before), (before, after)
+    assert res.losses.shape == (CFG.steps, 2)
+    assert np.all(np.asarray(res.losses[-1]) < np.asarray(res.losses[0]))
+    assert set(res.terms) == {"joints2d", "silhouette", "shape_prior", "pose_prior"}
+    assert np.all(np.asarray(res.overflow) == 0)
+    # the returned mesh and joints are those of the returned parameters
+    out = params.mesh(res.params, model)
+    np.testing.assert_allclose(res.vertices, out.vertices, atol=1e-5)
+    np.testing.assert_allclose(res.joints2d, render.project(out.joints, camera), atol=1e-3)
+    np.testing.assert_allclose(res.target2d, evidence.joints2d)
+
+
+def test_bad_inputs_give_finite_results_and_examples_are_independent(main_run, model, camera):
+    """Example 0 is the main run's; example 1 has a degenerate start (zero quaternion, tiny
+    scale, behind the camera), an empty mask, half its joints invisible and the others far
+    outside the image."""
+    _, start, evidence, res = main_run
+    start2 = start._replace(
+        quat=start.quat.at[1].set(jnp.array([-1.0, 0, 0, 0])),
+        scale=start.scale.at[1].set(-30.0),
+        trans=start.trans.at[1].set(jnp.array([0.0, 0.0, -1.0])),
+    )
+    ev2 = evidence._replace(
+        joints2d=evidence.joints2d.at[1].set(evidence.joints2d[1] * 50.0 - 1e4),
+        visible=evidence.visible.at[1, :10].set(0.0),
+        mask=evidence.mask.at[1].set(0.0),
+    )
+    res2 = refine.refine(start2, ev2, model, camera, CFG)
+    for leaf in jax.tree.leaves(res2):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+    np.testing.assert_allclose(res2.params.pose[0], res.params.pose[0], atol=1e-4)
+    np.testing.assert_allclose(res2.losses[:, 0], res.losses[:, 0], rtol=1e-4, atol=1e-7)
+
+
+def test_nan_evidence_is_rejected_naming_field_and_example(main_run, model, camera):
+    _, start, evidence, _ = main_run
+    bad = evidence._replace(joints2d=evidence.joints2d.at[1, 3, 0].set(jnp.nan))
+    with pytest.raises(ValueError, match=r"evidence\.joints2d .*example 1"):
+        refine.refine(start, bad, model, camera, CFG)
+    bad = evidence._replace(mask=evidence.mask.at[0, 5, 5].set(jnp.nan))
+    with pytest.raises(ValueError, match=r"evidence\.mask .*example 0"):
+        refine.refine(start, bad, model, camera, CFG)
+    with pytest.raises(ValueError, match=r"evidence\.mask must be \[B, H, W\]"):
+        refine.refine(start, evidence._replace(mask=evidence.mask[:, :10]), model, camera, CFG)
+    with pytest.raises(ValueError, match="needs evidence.mask"):
+        refine.refine(start, evidence._replace(mask=None), model, camera,
+                      refine.RefineConfig(silhouette_target="mask"))  # fmt: skip
+
+
+def test_config_from_config_section():
+    section = ml_collections.ConfigDict(
+        dict(enabled=True, input="", steps=7, freeze=["trans"], group_lr=[1, 2, 3, 4, 5])
+    )
+    cfg = refine.RefineConfig.from_config(section)
+    assert cfg.steps == 7 and cfg.freeze == ("trans",) and cfg.group_lr == (1, 2, 3, 4, 5)
+    hash(cfg)
+    with pytest.raises(ValueError, match="unknown fields.*stpes"):
+        refine.RefineConfig.from_config({"stpes": 3})
+    with pytest.raises(ValueError, match="freeze"):
+        refine.RefineConfig(freeze=("camera",))
+    from configs import default
+
+    assert refine.RefineConfig.from_config(default.get_config().refine).steps == 50
+
+
+def test_joint_limit_penalty(model):
+    pose = mano.sample_poses(jax.random.PRNGKey(1), model, 4)
+    assert np.all(np.asarray(refine._joint_limit_penalty(pose, model)) < 1e-10)
+    bent = pose.at[:, 3 * 4 + 1].add(1.0)  # index MCP twisted sideways by 1 rad
+    assert np.all(np.asarray(refine._joint_limit_penalty(bent, model)) > 0.1)
+
+
+def test_frozen_groups_hooks_and_one_trace(model, camera):
+    """DHPE hooks: f_R re-estimates the 2D target every step, f_F gives the silhouette term;
+    frozen groups stay put; under a user's jit the whole refinement traces once."""
+    _, start, evidence = _problem(model, camera, 2, seed=3)
+    anchor = evidence.joints2d + 3.0
+
+    def f_r(vec, joints3d, joints2d):  # halves the distance to a fixed point each call
+        assert vec.shape == (2, 63) and joints3d.shape == (2, 21, 3)
+        return 0.5 * (joints2d + anchor)
+
+    net = resnet.ResNetTiny()
+    images = jax.random.uniform(jax.random.PRNGKey(0), (2, SIZE, SIZE, 3))
+    variables = net.init(jax.random.PRNGKey(1), images, train=False)
+
+    def features(x):
+        return net.apply(variables, x, train=False)[0]
+
+    hooks = refine.DHPEHooks(refine_joints2d=f_r, features=features, images=images)
+    cfg = refine.RefineConfig(steps=4, render_size=32, budget=BUDGET,
+                              silhouette_target="features", freeze=("trans", "scale"))  # fmt: skip
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def run(p, ev):
+        return refine.refine(p, ev, model, camera, cfg, hooks)
+
+    res = run(start, evidence)
+    expect = anchor + (evidence.joints2d - anchor) * 0.5**cfg.steps
+    np.testing.assert_allclose(res.target2d, expect, atol=1e-3)
+    np.testing.assert_array_equal(res.params.trans, start.trans)
+    np.testing.assert_array_equal(res.params.scale, start.scale)
+    assert not np.allclose(res.params.pose, start.pose)
+    assert np.all(np.asarray(res.terms["silhouette"]) > 0)
+    shifted = evidence._replace(joints2d=evidence.joints2d + 1.0)
+    jax.block_until_ready(run(start._replace(shape=start.shape * 0.5), shifted))
