@@ -346,8 +346,13 @@ def _refine_config(config: ml_collections.ConfigDict):
     """The refinement settings when ``config.refine.enabled``, else None."""
     if not config.refine.enabled:
         return None
-    from handfit import refine
-
+    try:
+        from handfit import refine
+    except ImportError as e:
+        raise ImportError(
+            f"config.refine.enabled=True but test-time refinement cannot be loaded ({e}); "
+            "evaluate without it: --config.refine.enabled=False"
+        ) from e
     return refine.RefineConfig.from_config(config.refine)
 
 

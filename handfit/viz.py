@@ -110,7 +110,7 @@ def pck_plot_png(
     ax.set_ylim(0.0, 1.02)
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=8)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(os.fspath(path), dpi=100)
     plt.close(fig)
