@@ -1,0 +1,105 @@
+"""Tests of handfit.refine_cli (--mode=refine): a folder of images, keypoint JSONs and masks."""
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+from configs import default
+from handfit import geometry, mano, params, refine_cli, render
+from handfit.params import MeshParams
+
+SIZE = 64
+
+
+def _config(folder, steps=20):
+    config = default.get_config()
+    config.refine.input = str(folder)
+    config.refine.steps = steps
+    config.refine.render_size = 32
+    config.refine.budget = 8192
+    config.refine.fit_starts = 1
+    return config
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """A rendered open hand: (image uint8 [H, W, 3], mask, keypoints [21, 2], K)."""
+    model = mano.open_hand()
+    quat = geometry.axis_angle_to_quaternion(jnp.array([[0.3, -0.4, 0.5]]))
+    truth = MeshParams.initial(1, model)._replace(quat=quat - jnp.array([1.0, 0, 0, 0]))
+    f = 1.6 * SIZE
+    camera = render.perspective_camera(f, f, SIZE / 2, SIZE / 2, SIZE, SIZE)
+    out = params.mesh(truth, model)
+    mask = np.asarray(render.rasterize(out.vertices, model.faces, camera).mask[0])
+    image = np.where(mask[..., None] > 0, [200, 150, 120], [30, 60, 40]).astype(np.uint8)
+    kp = np.asarray(render.project(out.joints, camera)[0])
+    k = [[f, 0, SIZE / 2], [0, f, SIZE / 2], [0, 0, 1]]
+    return image, mask, kp, k
+
+
+def _write_input(folder, scene, **json_fields):
+    image, mask, kp, k = scene
+    folder.mkdir(exist_ok=True)
+    Image.fromarray(image).save(folder / "hand.png")
+    Image.fromarray((mask * 255).astype(np.uint8)).save(folder / "hand_mask.png")
+    Image.fromarray(image).save(folder / "no_keypoints.jpg")
+    record = {"keypoints": kp.tolist(), "K": k, **json_fields}
+    (folder / "hand.json").write_text(json.dumps(record))
+    return folder
+
+
+def test_run_writes_mesh_parameters_and_overlay(tmp_path, scene):
+    folder = _write_input(tmp_path / "in", scene, visibility=[1] * 20 + [0])
+    written = refine_cli.run(_config(folder), str(tmp_path / "work"))
+    out = tmp_path / "work" / "refine"
+    assert sorted(written) == sorted(
+        [out / "hand.obj", out / "hand.json", out / "hand_overlay.png"]
+    )
+    mesh = trimesh.load(out / "hand.obj", process=False)
+    assert mesh.vertices.shape == (mano.open_hand().num_vertices, 3)
+    record = json.loads((out / "hand.json").read_text())
+    assert [len(record["params"][g]) for g, _ in params.SIZES] == [n for _, n in params.SIZES]
+    # the fit lands on the keypoints it was given (the 21st was marked invisible)
+    err = np.linalg.norm(np.asarray(record["joints2d"])[:20] - scene[2][:20], axis=-1)
+    assert np.mean(err) < 4.0, err
+    # the mesh in the .obj projects where the JSON says
+    uv = render.project(jnp.asarray(mesh.vertices[None], jnp.float32), render.perspective_camera(
+        *(record["camera"][k] for k in ("fx", "fy", "cx", "cy")), SIZE, SIZE))  # fmt: skip
+    assert np.all(np.isfinite(np.asarray(uv)))
+    overlay = np.asarray(Image.open(out / "hand_overlay.png"))
+    assert overlay.shape == (SIZE, SIZE, 3)
+    assert not np.array_equal(overlay, scene[0])
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"keypoints": [[1, 2]] * 20}, r"hand\.json: keypoints must be 21"),
+        ({"visibility": [1] * 5}, r"hand\.json: visibility must have 21"),
+        ({"K": [[1, 0], [0, 1]]}, r"hand\.json: K must be a 3x3"),
+        ({"keypoints": [[float("nan"), 1.0]] * 21}, r"hand\.json: visible keypoints"),
+    ],
+)
+def test_bad_keypoint_files_are_named(tmp_path, scene, fields, message):
+    folder = _write_input(tmp_path / "in", scene)
+    record = json.loads((folder / "hand.json").read_text())
+    record.update(fields)
+    (folder / "hand.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=message):
+        refine_cli.run(_config(folder), str(tmp_path / "work"))
+
+
+def test_missing_input_is_explained(tmp_path, scene):
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        refine_cli.run(_config(tmp_path / "nowhere"), str(tmp_path / "work"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no image with a keypoint JSON"):
+        refine_cli.run(_config(tmp_path / "empty"), str(tmp_path / "work"))
+    folder = _write_input(tmp_path / "in", scene)
+    (folder / "hand.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"hand\.json: not a readable JSON"):
+        refine_cli.run(_config(folder), str(tmp_path / "work"))
