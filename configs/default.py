@@ -62,12 +62,39 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.use_refiner = True  # ablation: without f_R the CPM's joints are used throughout
     config.model.render_size = 56  # side of the rendered silhouettes during training
     config.model.sigma = 1.0  # soft silhouette sharpness, pixels^2 at render_size
+    # (face, tile) pairs per silhouette in training (0: the renderer's default, 8 per face);
+    # fewer is faster, too few drops faces (logged as render_overflow).
+    config.model.render_budget = 0
 
     # Test-time refinement (handfit.refine, Eq. 13). Owner: the refinement issue.
     config.refine = ml_collections.ConfigDict()
     config.refine.enabled = True  # used by --mode=eval when a model is evaluated
     config.refine.steps = 50
     config.refine.input = ""  # --mode=refine: a folder of images with 2D-keypoint JSONs
+    # The fields below are handfit.refine.RefineConfig's; see its docstring for the loss.
+    config.refine.optimizer = "adam"  # 'adam' or 'sgd' (the paper's plain gradient descent)
+    config.refine.learning_rate = 1.0  # multiplies group_lr
+    # Step size per group (pose, shape, quat, scale, trans). Adam: the step in the group's
+    # units (rad, beta, quaternion, log-scale, m); for 'sgd' try (100, 500, 2, 10, 0.05).
+    config.refine.group_lr = (0.03, 0.05, 0.005, 0.005, 0.001)
+    config.refine.momentum = 0.0  # 'sgd' only; 0 is plain gradient descent
+    config.refine.final_lr = 1.0  # cosine decay of the step sizes to this fraction
+    config.refine.max_update = 0.1  # each update entry is clipped to +-this
+    config.refine.joints2d_weight = 1.0  # 2D joints, in units of the image's longer side
+    config.refine.silhouette_weight = 0.1  # 0 switches the silhouette term off
+    config.refine.silhouette_target = "auto"  # 'auto' (mask if given), 'initial', 'mask', 'features'
+    config.refine.shape_prior_weight = 1e-5  # ||beta||^2
+    config.refine.pose_prior_weight = 1e-3  # squared joint-limit violations (open hand model)
+    config.refine.laplacian_weight = 0.0  # losses.laplacian_loss of the refined mesh
+    config.refine.laplacian_mode = "delta"
+    config.refine.freeze = ()  # groups kept fixed, e.g. ('scale', 'trans')
+    config.refine.render_size = 112  # longer side of the silhouettes (0: the image's size)
+    config.refine.sigma = 1.0  # soft silhouette sharpness, pixels^2 at render_size
+    config.refine.tile = 8  # render.soft_silhouette's tile
+    config.refine.budget = 0  # (face, tile) pairs per silhouette; 0: the start's need x margin
+    config.refine.budget_margin = 1.5
+    config.refine.fit_starts = 2  # fit: refine from this many coarse alignments, keep the best
+    config.refine.focal = 1.2  # --mode=refine without K: focal length / the image's longer side
 
     # Self-supervised data augmentation (handfit.augment, Sec. 3.5). Owner: the augmentation issue.
     config.augment = ml_collections.ConfigDict()
