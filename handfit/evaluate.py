@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from handfit import checkpoint, mano, metrics, params, render, skeleton, viz
+from handfit import checkpoint, mano, metrics, params, refine, render, skeleton, viz
 from handfit.data import builders, pipeline
 from handfit.models import dhpe
 
@@ -61,6 +61,12 @@ VARIANTS = {
     "network": "DHPE p(T), last iteration",
     "refined": "p(T) after test-time refinement (Eq. 13)",
     "baseline": "mean pose p(0) (baseline)",
+}
+# The networks' own 2D joints (crop pixels), scored by 2D PCK.
+JOINTS2D = {
+    "cpm": "CPM j2D(0)",
+    "refiner": "refiner j2D(T)",
+    "refined_target": "refiner after Eq. 13 (f_R at the refined p)",
 }
 PCK3D_RANGE_MM = (20.0, 50.0)
 
@@ -143,8 +149,6 @@ def _predict(variables, images, K, *, model: dhpe.DHPE, hand: mano.HandModel, re
     }
     joints2d = {"cpm": out.joints2d_cpm, "refiner": out.joints2d[-1]}
     if refine_config is not None:
-        from handfit import refine
-
         start = refine_start(out.params[-1], K, float(s))
         evidence = refine.Evidence(
             joints2d=out.joints2d[-1], visible=jnp.ones((b, skeleton.NUM_JOINTS))
@@ -230,7 +234,8 @@ def _evaluate_dataset(
         for v in variants
     }
     mesh = {v: metrics.FreiHANDEval() for v in variants} if has_vertices else {}
-    pose2d = {k: metrics.PoseEval2D() for k in ("cpm", "refiner")}
+    network2d = ["cpm", "refiner"] + (["refined_target"] if "refined" in variants else [])
+    pose2d = {k: metrics.PoseEval2D() for k in network2d}
     pose2d.update({f"{v}_projected": metrics.PoseEval2D() for v in variants})
     seg = {v: metrics.SegmentationEval() for v in variants}
     samples_dir = os.path.join(out_dir, "samples")
@@ -253,7 +258,7 @@ def _evaluate_dataset(
             pose2d[f"{v}_projected"].add(pred[v]["joints2d"], batch["joints2d"], visible)
             if has_mask.any():
                 seg[v].add(pred[v]["mask"][has_mask], batch["mask"][has_mask])
-        for k in ("cpm", "refiner"):
+        for k in network2d:
             pose2d[k].add(joints2d[k], batch["joints2d"], visible)
         for i in range(max(0, min(m, ev.num_samples - start))):
             _write_sample(samples_dir, f"{name}_{start + i:03d}", batch, i, pred, hand, variants)
@@ -328,6 +333,18 @@ def _table(runs: Mapping[str, dict], hand_name: str, protocol_note: str) -> str:
                     f"| {r['epe_median_mm']:.1f} | {res['pose2d'][f'{v}_projected']['auc']:.3f} "
                     f"| {'-' if iou is None else f'{iou:.3f}'} |"
                 )
+    lines += [
+        "",
+        "2D joints of the networks, PCK AUC over 0-30 px:",
+        "",
+        "| workdir | dataset | " + " | ".join(JOINTS2D.values()) + " |",
+        "|---|---|" + "---|" * len(JOINTS2D),
+    ]
+    for workdir, run in runs.items():
+        for name, res in run["datasets"].items():
+            aucs = [res["pose2d"].get(k, {}).get("auc") for k in JOINTS2D]
+            cells = ["-" if a is None else f"{a:.3f}" for a in aucs]
+            lines.append(f"| {workdir} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -346,13 +363,6 @@ def _refine_config(config: ml_collections.ConfigDict):
     """The refinement settings when ``config.refine.enabled``, else None."""
     if not config.refine.enabled:
         return None
-    try:
-        from handfit import refine
-    except ImportError as e:
-        raise ImportError(
-            f"config.refine.enabled=True but test-time refinement cannot be loaded ({e}); "
-            "evaluate without it: --config.refine.enabled=False"
-        ) from e
     return refine.RefineConfig.from_config(config.refine)
 
 

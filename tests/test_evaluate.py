@@ -32,7 +32,9 @@ def tiny_config(data_dir):
     config.model.cpm_kernel = 3
     config.model.cpm_depth = 1
     config.model.render_size = 0
-    config.refine.enabled = False
+    config.refine.enabled = True  # Eq. 13 from p(T), with the DHPE's f_R in the loop
+    config.refine.steps = 3
+    config.refine.silhouette_weight = 0.0  # the wiring is tested here, the renderer elsewhere
     config.eval.batch_size = 4
     config.eval.num_samples = 2
     return config
@@ -74,23 +76,27 @@ def test_report_files(setup):
     assert saved["step"] == 7 and saved["hand_model"] == HAND.name
     synth = saved["datasets"]["synthetic"]
     assert synth["examples"] == NUM_TEST  # the padding of the last batch is dropped
-    assert set(synth["pose3d"]) == {"network", "baseline"}
+    assert set(synth["pose3d"]) == {"network", "refined", "baseline"}
     assert synth["pose3d"]["network"]["protocol"] == "zimmermann"
     assert 0.0 <= synth["pose3d"]["network"]["auc"] <= 1.0
     for key in ("mesh", "segmentation"):  # synthetic has meshes and masks
-        assert set(synth[key]) == {"network", "baseline"}
+        assert set(synth[key]) == {"network", "refined", "baseline"}
     assert synth["mesh"]["network"]["pa_mpvpe_mm"] > 0
     with open(os.path.join(out, "report.md")) as f:
         table = f.read()
-    assert HAND.name in table and "zimmermann" in table
+    assert HAND.name in table and "zimmermann" in table and "refiner j2D(T)" in table
+    assert {"cpm", "refiner", "refined_target", "baseline_projected"} <= set(synth["pose2d"])
     assert os.path.getsize(os.path.join(out, "pck_synthetic.png")) > 1000
     samples = sorted(os.listdir(os.path.join(out, "samples")))
     assert samples == [
-        "synthetic_000_network.obj",
-        "synthetic_000_network.png",
-        "synthetic_001_network.obj",
-        "synthetic_001_network.png",
+        f"synthetic_{i:03d}_{v}.{ext}"
+        for i in range(2)
+        for v in ("network", "refined")
+        for ext in ("obj", "png")
     ]
+    # Refinement moved the hand (3 steps from p(T)), and no further than a few centimetres.
+    moved = synth["pose3d"]["refined"]["epe_mean_mm"] - synth["pose3d"]["network"]["epe_mean_mm"]
+    assert 0.0 < abs(moved) < 50.0
     with open(os.path.join(out, "samples", samples[0])) as f:
         assert sum(line.startswith("v ") for line in f) == HAND.num_vertices
 
