@@ -21,8 +21,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.cpm_width = 8
     config.model.cpm_kernel = 3
     config.model.cpm_depth = 2
-    config.model.iterations = 2
+    config.model.iterations = 1
     config.model.render_size = 16
+    config.model.render_budget = 4096
     config.optim.warmup_steps = 0
     config.train.steps = 4
     config.train.batch_size = 4

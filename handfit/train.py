@@ -286,10 +286,9 @@ def data_mesh(devices=None) -> Mesh:
     return Mesh(np.array(devices), (AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def create_state(config: ml_collections.ConfigDict, hand: mano.HandModel, mesh: Mesh) -> TrainState:
+def create_state(config: ml_collections.ConfigDict, mesh: Mesh) -> TrainState:
     """The fresh state (``config.seed``), replicated over ``mesh``."""
-    model = dhpe.from_config(config).clone(render_size=0)  # the renderer has no weights
-    variables = jax.jit(lambda key: dhpe.init(model, key, hand))(jax.random.PRNGKey(config.seed))
+    variables = _init_fn(config.to_json())(jax.random.PRNGKey(config.seed))
     if config.model.pretrained:
         from handfit.models import resnet
 
@@ -302,6 +301,15 @@ def create_state(config: ml_collections.ConfigDict, hand: mano.HandModel, mesh: 
         opt_state=tx.init(variables["params"]),
     )
     return jax.device_put(state, NamedSharding(mesh, P()))
+
+
+@functools.lru_cache(maxsize=8)
+def _init_fn(config_json: str):
+    """The jitted initialiser of a config's DHPE (cached: tests and resumes reuse it)."""
+    config = ml_collections.ConfigDict(json.loads(config_json))
+    hand = mano.get_model(config.hand.model_path, config.hand.side)
+    model = dhpe.from_config(config).clone(render_size=0)  # the renderer has no weights
+    return jax.jit(lambda key: dhpe.init(model, key, hand))
 
 
 # ---------------------------------------------------------------------------
@@ -373,7 +381,10 @@ def _parts(config: ml_collections.ConfigDict, hand: mano.HandModel):
     """The model (BatchNorm synced over 'data'), loss options, faces and the Eq. 2 switch."""
     options = LossOptions.from_config(config)
     masked_pass = options.use_2d_losses and options.weight("feature") > 0
-    return dhpe.from_config(config, bn_axis_name=AXIS), options, np.asarray(hand.faces), masked_pass
+    model = dhpe.from_config(config, bn_axis_name=AXIS)
+    if config.model.render_budget:
+        model = model.clone(render_budget=int(config.model.render_budget))
+    return model, options, np.asarray(hand.faces), masked_pass
 
 
 def make_train_step(config: ml_collections.ConfigDict, hand: mano.HandModel, mesh: Mesh):
@@ -563,7 +574,7 @@ def train(
         print(f"hand model: {hand.name}; devices: {mesh.devices.size} ({platform})")
     train_step, eval_step = compiled_steps(config, mesh)
 
-    state = create_state(config, hand, mesh)
+    state = create_state(config, mesh)
     mngr = checkpoint.manager(workdir, max_to_keep=config.train.max_to_keep)
     restored, start = checkpoint.restore_state(mngr, state)
     data = pipeline.dataset(

@@ -123,9 +123,8 @@ def test_resume_from_checkpoint_ends_with_equal_parameters(config, records, unin
 
 def test_steps_reduce_the_loss_on_a_fixed_batch(config, records, uninterrupted):
     mesh = train.data_mesh()
-    hand = mano.get_model()
     step, _ = train.compiled_steps(config, mesh)
-    state = train.create_state(config, hand, mesh)
+    state = train.create_state(config, mesh)
     _, batch = _batch(config, records, mesh)
     totals = []
     for _ in range(4):
@@ -136,12 +135,11 @@ def test_steps_reduce_the_loss_on_a_fixed_batch(config, records, uninterrupted):
 
 def test_two_devices_give_the_one_device_step(config, records, uninterrupted):
     assert jax.device_count() == 2
-    hand = mano.get_model()
     results = []
     for devices in (jax.devices()[:1], jax.devices()):
         mesh = train.data_mesh(devices)
         step = train.compiled_steps(config, mesh)[0]
-        state = train.create_state(config, hand, mesh)
+        state = train.create_state(config, mesh)
         before = jax.device_get(state.params)
         _, batch = _batch(config, records, mesh)
         state, metrics = step(state, batch)
