@@ -241,8 +241,8 @@ def init(model: DHPE, key: jax.Array, hand: mano.HandModel, batch: int = 1) -> d
 
 @dataclasses.dataclass(frozen=True)
 class _Hook:
-    """A DHPE method as a hashable function: equal hooks of equal models compare equal, so
-    ``jax.tree_util.Partial``s of them let ``refine`` reuse its compiled loop across batches."""
+    """A DHPE method as a module-level callable (hashable, equal for equal models), bound to
+    its arrays by ``jax.tree_util.Partial`` so that a hook is a pytree."""
 
     model: DHPE
     method: str  # 'features' or 'refine_joints2d'
@@ -274,7 +274,10 @@ def refine_hooks(model: DHPE, variables: Any, images: jax.Array, K: jax.Array):
     Returns:
       DHPEHooks(refine_joints2d: (p [B, 63], joints3d [B, 21, 3] camera space, joints2d
       [B, 21, 2] crop pixels) -> [B, 21, 2]; features: (images [B, S, S, 3]) -> [B, D];
-      images). Both are ``jax.tree_util.Partial``s (pytrees), so they pass through ``jit``.
+      images). Both are ``jax.tree_util.Partial``s (pytrees). ``refine.refine`` takes the
+      hooks as static arguments of its jitted loop, hashed by identity: call it inside one
+      ``jit`` with the hooks built there (as ``handfit.evaluate`` does), or it compiles again
+      for every new set of hooks.
     """
     from handfit import refine  # imported on use: running the network does not need it
 
