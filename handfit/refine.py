@@ -114,7 +114,7 @@ class RefineConfig:
     final_lr: float = 1.0  # cosine decay of every step size to this fraction at the last step
     max_update: float = 0.1
     joints2d_weight: float = 1.0
-    silhouette_weight: float = 0.1
+    silhouette_weight: float = 0.05
     silhouette_target: str = "auto"  # 'auto' ('mask' if one is given, else 'initial'), ...
     shape_prior_weight: float = 1e-5
     pose_prior_weight: float = 1e-3
