@@ -81,7 +81,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.refine.final_lr = 1.0  # cosine decay of the step sizes to this fraction
     config.refine.max_update = 0.1  # each update entry is clipped to +-this
     config.refine.joints2d_weight = 1.0  # 2D joints, in units of the image's longer side
-    config.refine.silhouette_weight = 0.1  # 0 switches the silhouette term off
+    config.refine.silhouette_weight = 0.05  # 0 switches the silhouette term off
     config.refine.silhouette_target = "auto"  # 'auto' (mask if given), 'initial', 'mask', 'features'
     config.refine.shape_prior_weight = 1e-5  # ||beta||^2
     config.refine.pose_prior_weight = 1e-3  # squared joint-limit violations (open hand model)
