@@ -49,7 +49,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from handfit import checkpoint, losses, mano, params
+from handfit import checkpoint, losses, mano, params, render
 from handfit.data import pipeline
 from handfit.models import dhpe
 
@@ -164,7 +164,8 @@ def dhpe_loss(
       batch: the input pipeline's fields: image [B, S, S, 3], mask [B, S, S],
         has_mask [B], K [B, 3, 3], joints3d [B, 21, 3], joints2d [B, 21, 2],
         visible [B, 21], heatmaps [B, 21, hs, hs] (channel-first, as the pipeline gives
-        them), norm_size [B] (Eq. 8's c, crop pixels).
+        them). Eq. 8's c is 1.5 x the box of the labelled 3D joints projected with K
+        (not the pipeline's norm_size, which boxes the visible joints only).
       hand: the hand model (its template and the model-frame mesh for the Laplacian).
       faces: [F, 3] the hand's faces as a concrete NumPy array (the Laplacian's table).
       options: weights and switches (:class:`LossOptions`).
@@ -182,12 +183,17 @@ def dhpe_loss(
     if out.silhouettes is not None:
         masks = pool_masks(batch["mask"], out.silhouettes.shape[-1])
 
+    # Eq. 8's c from the whole labelled hand, projected: the pipeline's norm_size boxes the
+    # visible joints only, a point when one joint is visible (c = 0 gives NaN).
+    true2d = render.project(batch["joints3d"], dhpe.crop_camera(batch["K"], int(crop)))
+    box = jnp.maximum(losses.box_size(joints2d=true2d, visible=labelled3d), 1.0)
+
     def mesh_terms(t):
         terms = {
             "articulation": losses.articulation_loss(
                 joints3d_pred=out.joints3d[t],
                 joints3d_true=batch["joints3d"],
-                box_size=batch["norm_size"],
+                box_size=box,
                 focal=batch["K"][:, 0, 0],
                 visible=labelled3d,
             )
