@@ -52,7 +52,7 @@ import ml_collections
 import numpy as np
 
 from handfit import checkpoint, mano, metrics, params, refine, render, skeleton, viz
-from handfit.data import builders, pipeline
+from handfit.data import builders, example, pipeline
 from handfit.models import dhpe
 
 # The paper's 3D PCK AUC over 20-50 mm (read off its plots; approximate, paper-notes.md).
@@ -84,26 +84,40 @@ def palm_centre(joints: np.ndarray) -> np.ndarray:
     return out
 
 
+def dataset_joints(
+    joints3d: np.ndarray, joints2d: np.ndarray, K: np.ndarray, joint0: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """A prediction's joints as the dataset labels them: ``[B, 21, 3]``, ``[B, 21, 2]``.
+
+    With ``joint0='palm'`` (STB) joint 0 becomes the palm centre (:func:`palm_centre`), in
+    3D and, projected with the crops' ``K [B, 3, 3]``, in 2D; with 'wrist' nothing changes.
+    """
+    if joint0 != "palm":
+        return joints3d, joints2d
+    joints3d = palm_centre(joints3d)
+    joints2d = np.array(joints2d, copy=True)
+    joints2d[:, 0] = [example.project(p, k) for p, k in zip(joints3d[:, 0], K, strict=True)]
+    return joints3d, joints2d
+
+
 class Pose3DScore:
     """A dataset's 3D joint score: :class:`metrics.DexterEval` for Dexter+Object, else
     :class:`metrics.PoseEval3D` under ``protocol`` with PCK over 20-50 mm.
 
     ``add(pred, gt, visible)``: metres ``[B, 21, 3]`` and ``[B, 21]``; unlabelled joints
-    (``visible`` False) are ignored. ``joint0='palm'`` moves the prediction's joint 0 to
-    its palm centre (:func:`palm_centre`) to match STB's labels.
+    (``visible`` False) are ignored.
     """
 
-    def __init__(self, dataset: str, *, protocol: str, steps: int, joint0: str = "wrist"):
+    def __init__(self, dataset: str, *, protocol: str, steps: int):
         lo, hi = PCK3D_RANGE_MM
         self.dexter = dataset == "dexter_object"
-        self.joint0 = joint0
         if self.dexter:
             self.eval = metrics.DexterEval(lo, hi, steps)
         else:
             self.eval = metrics.PoseEval3D(protocol, lo, hi, steps)
 
     def add(self, pred: np.ndarray, gt: np.ndarray, visible: np.ndarray) -> None:
-        pred = palm_centre(pred) if self.joint0 == "palm" else np.asarray(pred, np.float64)
+        pred = np.asarray(pred, np.float64)
         if self.dexter:
             self.eval.add(pred, np.where(np.asarray(visible)[..., None], gt, np.nan))
         else:
@@ -229,10 +243,7 @@ def _evaluate_dataset(
     first = source[0]
     joint0 = _text(first.get("joint0", "wrist"))
     has_vertices = "vertices" in first
-    pose3d = {
-        v: Pose3DScore(name, protocol=ev.protocol, steps=ev.pck_steps, joint0=joint0)
-        for v in variants
-    }
+    pose3d = {v: Pose3DScore(name, protocol=ev.protocol, steps=ev.pck_steps) for v in variants}
     mesh = {v: metrics.FreiHANDEval() for v in variants} if has_vertices else {}
     network2d = ["cpm", "refiner"] + (["refined_target"] if "refined" in variants else [])
     pose2d = {k: metrics.PoseEval2D() for k in network2d}
@@ -252,6 +263,9 @@ def _evaluate_dataset(
         visible, has_mask = batch["visible"], batch["has_mask"]
         gt_verts = _gt_vertices(source, start, batch["mirrored"]) if has_vertices else None
         for v in variants:
+            pred[v]["joints3d"], pred[v]["joints2d"] = dataset_joints(
+                pred[v]["joints3d"], pred[v]["joints2d"], batch["K"], joint0
+            )
             pose3d[v].add(pred[v]["joints3d"], batch["joints3d"], visible)
             if has_vertices:
                 mesh[v].add(pred[v]["joints3d"], batch["joints3d"], pred[v]["vertices"], gt_verts)

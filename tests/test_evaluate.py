@@ -3,24 +3,26 @@
 import json
 import os
 
+import fixtures_data as fx
 import jax
 import numpy as np
 import pytest
 
 from configs import default
 from handfit import checkpoint, evaluate, mano, metrics, params, render
-from handfit.data import builders, pipeline
+from handfit.data import builders, dexter_object, pipeline
 from handfit.models import dhpe
 
 HAND = mano.open_hand()
 NUM_TEST = 5  # batch 4: one full batch and one padded one
+STB_SEQUENCES = tuple(f"B{b}{k}" for b in range(1, 7) for k in ("Counting", "Random"))
 
 
 def tiny_config(data_dir):
     config = default.get_config()
     config.data.dir = str(data_dir)
     config.data.train = ()
-    config.data.test = ("synthetic",)
+    config.data.test = ("synthetic", "stb", "dexter_object")  # fixtures in the real formats
     config.data.image_size = 32
     config.data.heatmap_size = 8
     config.data.synthetic.num_train = NUM_TEST  # same shapes as the test split's
@@ -36,7 +38,7 @@ def tiny_config(data_dir):
     config.refine.steps = 3
     config.refine.silhouette_weight = 0.0  # the wiring is tested here, the renderer elsewhere
     config.eval.batch_size = 4
-    config.eval.num_samples = 2
+    config.eval.num_samples = 1
     return config
 
 
@@ -50,6 +52,11 @@ def save_checkpoint(workdir, variables):
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     config = tiny_config(root / "data")
+    manual = str(root / "manual")
+    rng = np.random.default_rng(0)
+    fx.write_stb(manual, rng, sequences=STB_SEQUENCES, n=1)  # test: 2 frames x 2 cameras
+    fx.write_dexter(manual, rng, sequences=dexter_object.SEQUENCES, n=1)
+    config.data.manual_dir = manual
     builders.prepare_config(config)
     model = dhpe.from_config(config)
     variables = dhpe.init(model, jax.random.key(0), HAND)  # untrained: no training needed
@@ -89,34 +96,49 @@ def test_report_files(setup):
     assert os.path.getsize(os.path.join(out, "pck_synthetic.png")) > 1000
     samples = sorted(os.listdir(os.path.join(out, "samples")))
     assert samples == [
-        f"synthetic_{i:03d}_{v}.{ext}"
-        for i in range(2)
+        f"{name}_000_{v}.{ext}"
+        for name in ("dexter_object", "stb", "synthetic")
         for v in ("network", "refined")
         for ext in ("obj", "png")
     ]
     # Refinement moved the hand (3 steps from p(T)), and no further than a few centimetres.
     moved = synth["pose3d"]["refined"]["epe_mean_mm"] - synth["pose3d"]["network"]["epe_mean_mm"]
     assert 0.0 < abs(moved) < 50.0
-    with open(os.path.join(out, "samples", samples[0])) as f:
+    with open(os.path.join(out, "samples", samples[-4])) as f:
         assert sum(line.startswith("v ") for line in f) == HAND.num_vertices
 
 
-def test_baseline_agrees_with_direct_computation(setup):
-    """The mean pose p(0), placed per crop and scored with metrics directly, as in the report."""
+@pytest.mark.parametrize("dataset", ["synthetic", "stb", "dexter_object"])
+def test_baseline_agrees_with_direct_computation(setup, dataset):
+    """The mean pose p(0), placed per crop and scored with metrics directly, as in the report.
+
+    STB labels the palm centre as joint 0 (its hands are left ones, mirrored by the
+    pipeline); Dexter+Object only fingertips, scored by its own protocol.
+    """
     config, runs, report, _ = setup
-    source = builders.config_source(config, "synthetic", train=False)
+    source = builders.config_source(config, dataset, train=False)
     options = pipeline.options(config.data)
-    batch = next(iter(pipeline.dataset(source, batch_size=NUM_TEST, train=False, **options)))
-    p0 = params.MeshParams.initial(NUM_TEST, HAND).to_vector()
-    base = dhpe.place(p0, HAND, batch["K"], float(config.data.image_size))
-    ev3d = metrics.PoseEval3D("zimmermann", 20.0, 50.0, 20)
-    ev3d.add(np.asarray(base.joints), batch["joints3d"], batch["visible"])
+    batch = next(iter(pipeline.dataset(source, batch_size=len(source), train=False, **options)))
+    p0 = params.MeshParams.initial(len(source), HAND).to_vector()
+    base = np.array(dhpe.place(p0, HAND, batch["K"], float(config.data.image_size)).joints)
+    gt, visible = batch["joints3d"], batch["visible"]
+    if dataset == "dexter_object":
+        ev3d = metrics.DexterEval(20.0, 50.0, 20)
+        ev3d.add(base, np.where(visible[..., None], gt, np.nan))
+    else:
+        if dataset == "stb":
+            assert batch["mirrored"].all()
+            base[:, 0] = (base[:, 0] + base[:, 13]) / 2  # the palm centre
+        ev3d = metrics.PoseEval3D("zimmermann", 20.0, 50.0, 20)
+        ev3d.add(base, gt, visible)
+    direct = ev3d.result()
     ev2d = metrics.PoseEval2D()
     camera = dhpe.crop_camera(batch["K"], config.data.image_size)
-    ev2d.add(np.asarray(render.project(base.joints, camera)), batch["joints2d"], batch["visible"])
+    ev2d.add(np.asarray(render.project(base, camera)), batch["joints2d"], visible)
     for workdir in runs:
-        scored = report["runs"][workdir]["datasets"]["synthetic"]
-        direct = ev3d.result()
+        scored = report["runs"][workdir]["datasets"][dataset]
+        assert scored["examples"] == len(source)
+        assert scored["pose3d"]["baseline"]["protocol"] == direct["protocol"]
         assert scored["pose3d"]["baseline"]["auc"] == pytest.approx(direct["auc"], abs=1e-6)
         assert scored["pose3d"]["baseline"]["epe_mean_mm"] == pytest.approx(
             direct["epe_mean_mm"], rel=1e-5
@@ -124,6 +146,7 @@ def test_baseline_agrees_with_direct_computation(setup):
         assert scored["pose2d"]["baseline_projected"]["auc"] == pytest.approx(
             ev2d.result()["auc"], abs=1e-6
         )
+        assert ("segmentation" in scored) == (dataset == "synthetic")  # only it has masks
 
 
 @pytest.mark.parametrize("joint0", ["wrist", "palm"])
@@ -133,14 +156,16 @@ def test_protocol_assumes_ground_truth_root_and_bone(joint0):
     pred = 1.7 * (gt - gt[:, :1]) + np.array([0.1, -0.2, 0.9])  # wrong scale and root
     if joint0 == "palm":
         gt = evaluate.palm_centre(gt)  # STB labels the palm centre as joint 0
+    K = np.repeat(np.array([[[100.0, 0, 16], [0, 100, 16], [0, 0, 1]]]), 3, 0)
+    pred, _ = evaluate.dataset_joints(pred, np.zeros((3, 21, 2)), K, joint0)
     visible = np.ones((3, 21), bool)
-    score = evaluate.Pose3DScore("stb", protocol="zimmermann", steps=20, joint0=joint0)
+    score = evaluate.Pose3DScore("stb", protocol="zimmermann", steps=20)
     score.add(pred, gt, visible)
     assert score.result()["auc"] == pytest.approx(1.0)
     assert score.result()["epe_mean_mm"] == pytest.approx(0.0, abs=1e-6)
     bent = pred.copy()
     bent[:, 12] += 0.05  # a middle fingertip 5 cm off (x1.7 scale: ~3 cm after alignment)
-    wrong = evaluate.Pose3DScore("stb", protocol="zimmermann", steps=20, joint0=joint0)
+    wrong = evaluate.Pose3DScore("stb", protocol="zimmermann", steps=20)
     wrong.add(bent, gt, visible)
     assert wrong.result()["auc"] < 1.0
 
@@ -226,6 +251,8 @@ def test_comparison_of_two_workdirs(setup):
     for workdir in runs:
         assert workdir in table
         assert os.path.exists(os.path.join(workdir, "eval", "metrics.json"))
+    rows = [r for r in rows if r["dataset"] == "synthetic"]
+    assert len(rows) == 2 * 3  # two runs, three scored outputs
     auc = {(r["workdir"], r["variant"]): r["auc_20_50"] for r in rows}
     a, b = runs
     for w in (a, b):
