@@ -104,6 +104,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.augment.shape_range = 3.0  # beta ~ U(-range, range) per dimension
     config.augment.rotation_deg = (30.0, 30.0, 30.0)  # about x, y, z
     config.augment.background_dir = ""  # '' for procedural backgrounds
+    config.augment.preview_every = 500  # steps between preview PNGs in <workdir>/augment (0: off)
     config.augment.ambient = 0.8  # shading of the re-rendered texture (light at the camera);
     config.augment.diffuse = 0.2  # the seed's colours already hold its own lighting
     config.augment.vertex_tolerance = 0.01  # metres behind the z-buffer a textured vertex may be

@@ -49,23 +49,14 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from handfit import checkpoint, losses, mano, params, render
-from handfit.data import pipeline
+from handfit import augment, checkpoint, losses, mano, params, render
+from handfit.data import backgrounds, pipeline
 from handfit.models import dhpe
 
 AXIS = "data"
-# The batch fields the step reads (the pipeline also gives 'mirrored').
-BATCH_KEYS = (
-    "image",
-    "mask",
-    "has_mask",
-    "K",
-    "joints3d",
-    "joints2d",
-    "visible",
-    "heatmaps",
-    "norm_size",
-)
+# The batch fields the step reads: the pipeline's (augment.BATCH_KEYS), plus 'backgrounds'
+# [B * per_seed, S, S, 3] for augmentation when augment.background_dir is set.
+BATCH_KEYS = augment.BATCH_KEYS
 LOSS_TERMS = (*losses.DEFAULT_WEIGHTS, "total")
 
 
@@ -336,11 +327,46 @@ def _forward(model, variables, batch, hand, *, train, masked_pass, key=None):
     return out, updates, masked
 
 
-def _train_step(state, batch, *, model, tx, hand, faces, options, masked_pass, seed):
-    """One update on this device's slice of the batch, inside ``shard_map`` (axis 'data')."""
+def _augmented(state, batch, key, *, model, hand, config: augment.AugmentConfig):
+    """The batch followed by ``per_seed`` examples made from each example's predicted hand.
+
+    Sec. 3.5: the seeds are the current network's last-iteration hands (eval mode, no
+    gradient), re-rendered by :func:`handfit.augment.generate` with new shapes and
+    rotations, textured from their own crops.
+    """
+    batch = dict(batch)
+    bgs = batch.pop("backgrounds", None)
+    seeder = model.clone(render_size=0)  # the seeds' silhouettes are not needed
+    out = seeder.apply(state.variables, batch["image"], batch["K"], hand, train=False)
+    seeds = params.MeshParams.from_vector(lax.stop_gradient(out.params[-1]))
+    size = batch["image"].shape[1]
+    generated = augment.generate(
+        seeds,
+        batch["image"],
+        batch["K"],
+        key=key,
+        model=hand,
+        config=config,
+        backgrounds=bgs,
+        base_translation=dhpe.base_translation(batch["K"], size),
+    )
+    return augment.extend(batch, generated.batch)
+
+
+def _train_step(
+    state, batch, *, model, tx, hand, faces, options, masked_pass, seed, augment_config=None
+):
+    """One update on this device's slice of the batch, inside ``shard_map`` (axis 'data').
+
+    With ``augment_config`` the slice is first extended by generated examples (Sec. 3.5).
+    """
     # Per-step randomness (for stochastic layers and in-step augmentation), distinct per device.
     key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), state.step), 0)
     key = jax.random.fold_in(key, lax.axis_index(AXIS))
+    if augment_config is not None:
+        batch = _augmented(
+            state, batch, jax.random.fold_in(key, 1), model=model, hand=hand, config=augment_config
+        )
 
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
@@ -393,11 +419,19 @@ def _parts(config: ml_collections.ConfigDict, hand: mano.HandModel):
     return model, options, np.asarray(hand.faces), masked_pass
 
 
-def make_train_step(config: ml_collections.ConfigDict, hand: mano.HandModel, mesh: Mesh):
+def make_train_step(
+    config: ml_collections.ConfigDict,
+    hand: mano.HandModel,
+    mesh: Mesh,
+    *,
+    augmented: bool = False,
+):
     """``step(state, batch) -> (state, metrics)``: jitted, sharded over ``mesh``, state donated.
 
     ``batch`` holds :data:`BATCH_KEYS` as global arrays of the full batch (split over the
-    mesh's 'data' axis); ``metrics`` are scalars averaged over the devices.
+    mesh's 'data' axis); ``metrics`` are scalars averaged over the devices. ``augmented``:
+    each device's slice is extended by ``config.augment.per_seed`` generated examples per
+    example before the loss (:func:`_augmented`).
     """
     model, options, faces, masked_pass = _parts(config, hand)
     fn = functools.partial(
@@ -409,6 +443,9 @@ def make_train_step(config: ml_collections.ConfigDict, hand: mano.HandModel, mes
         faces=faces,
         options=options,
         seed=int(config.seed),
+        augment_config=(
+            augment.AugmentConfig.from_config(config.augment, config.data) if augmented else None
+        ),
     )
     sharded = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()))
     return jax.jit(sharded, donate_argnums=0)
@@ -437,12 +474,20 @@ def compiled_steps(config: ml_collections.ConfigDict, mesh: Mesh) -> tuple:
     return _compiled(config.to_json(), tuple(mesh.devices.flat))
 
 
+def augmented_step(config: ml_collections.ConfigDict, mesh: Mesh):
+    """The train step with Sec. 3.5's generated examples (``make_train_step(augmented=True)``)."""
+    return _compiled(config.to_json(), tuple(mesh.devices.flat), augmented=True)[0]
+
+
 @functools.lru_cache(maxsize=8)
-def _compiled(config_json: str, devices: tuple) -> tuple:
+def _compiled(config_json: str, devices: tuple, augmented: bool = False) -> tuple:
     config = ml_collections.ConfigDict(json.loads(config_json))
     hand = mano.get_model(config.hand.model_path, config.hand.side)
     mesh = data_mesh(devices)
-    return make_train_step(config, hand, mesh), make_eval_step(config, hand, mesh)
+    return (
+        make_train_step(config, hand, mesh, augmented=augmented),
+        make_eval_step(config, hand, mesh),
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -461,10 +506,64 @@ def check_finite(metrics: Mapping[str, Any], step: int) -> None:
 
 
 def _global_batch(batch: Mapping[str, np.ndarray], sharding: NamedSharding) -> dict:
-    return {
-        k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k]))
-        for k in BATCH_KEYS
-    }
+    keys = [k for k in (*BATCH_KEYS, "backgrounds") if k in batch]
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k])) for k in keys}
+
+
+def _host_backgrounds(config: ml_collections.ConfigDict, step: int, generator) -> np.ndarray:
+    """This process's augmentation backgrounds of ``step`` from ``augment.background_dir``.
+
+    Drawn from a generator seeded by (seed, step, process), so a resumed run draws the same.
+    """
+    local = config.train.batch_size // jax.process_count() * int(config.augment.per_seed)
+    rng = np.random.default_rng([int(config.seed), step, jax.process_index()])
+    return backgrounds.draw(generator, rng, local, int(config.data.image_size))
+
+
+def write_augment_preview(
+    config: ml_collections.ConfigDict, state: TrainState, batch: Mapping, path: str, step: int
+) -> None:
+    """A grid PNG of generated examples (Sec. 3.5) from the first real examples of ``batch``.
+
+    Row 1: the seed crops; rows below: their ``per_seed`` generated examples with the
+    rendered mask's outline and the 2D joints.
+    """
+    hand = mano.get_model(config.hand.model_path, config.hand.side)
+    n = min(4, len(batch["image"]))
+    local = {k: jnp.asarray(np.asarray(batch[k])[:n]) for k in BATCH_KEYS}
+    model = dhpe.from_config(config).clone(render_size=0)
+    out = model.apply(state.variables, local["image"], local["K"], hand, train=False)
+    seeds = params.MeshParams.from_vector(out.params[-1])
+    size = int(config.data.image_size)
+    generated = augment.generate(
+        seeds,
+        local["image"],
+        local["K"],
+        key=jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), step),
+        model=hand,
+        config=augment.AugmentConfig.from_config(config.augment, config.data),
+        base_translation=dhpe.base_translation(local["K"], size),
+    ).batch
+    k = int(config.augment.per_seed)
+    images = np.asarray(generated["image"]).reshape(n, k, size, size, 3)
+    masks = np.asarray(generated["mask"]).reshape(n, k, size, size)
+    joints = np.asarray(generated["joints2d"]).reshape(n, k, -1, 2)
+    tiles = [np.asarray(local["image"])]
+    for j in range(k):
+        tile = images[:, j].copy()
+        edge = (masks[:, j] > 0) & ~(
+            (np.roll(masks[:, j], 1, 1) > 0) & (np.roll(masks[:, j], 1, 2) > 0)
+        )
+        tile[edge] = (0.0, 1.0, 0.0)
+        for b in range(n):
+            cols, rows = np.clip(joints[b, j].astype(int).T, 0, size - 1)
+            tile[b, rows, cols] = (1.0, 0.0, 0.0)
+        tiles.append(tile)
+    grid = np.concatenate([np.concatenate(list(row), 1) for row in tiles], 0)
+    from PIL import Image
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray((np.clip(grid, 0, 1) * 255).astype(np.uint8)).save(path)
 
 
 def _input_state_path(workdir: str, step: int) -> str:
@@ -579,6 +678,9 @@ def train(
         platform = jax.devices()[0].platform
         print(f"hand model: {hand.name}; devices: {mesh.devices.size} ({platform})")
     train_step, eval_step = compiled_steps(config, mesh)
+    aug = config.augment
+    aug_step = augmented_step(config, mesh) if aug.enabled else None
+    aug_backgrounds = backgrounds.source(aug.background_dir) if aug.background_dir else None
 
     state = create_state(config, mesh)
     mngr = checkpoint.manager(workdir, max_to_keep=config.train.max_to_keep)
@@ -640,8 +742,19 @@ def train(
 
     try:
         for step in range(start + 1, total + 1):
-            batch = _global_batch(next(batches), sharding)
-            state, metrics = train_step(state, batch)
+            host_batch = next(batches)
+            step_fn = train_step
+            if aug_step is not None and step > aug.start_step:
+                step_fn = aug_step
+                if aug_backgrounds is not None:
+                    host_batch = host_batch | {
+                        "backgrounds": _host_backgrounds(config, step, aug_backgrounds)
+                    }
+                if main_process and aug.preview_every and step % aug.preview_every == 0:
+                    path = os.path.join(workdir, "augment", f"preview_{step:07d}.png")
+                    write_augment_preview(config, state, host_batch, path, step)
+            batch = _global_batch(host_batch, sharding)
+            state, metrics = step_fn(state, batch)
             if pending is not None:
                 finish(pending)
             pending = (step, metrics)
