@@ -46,6 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.synthetic.fill = 0.75
     config.data.synthetic.rotation_deg = (180.0, 180.0, 180.0)
     config.data.synthetic.shape_std = 1.0
+    # The test split's own ranges (None: as training), e.g. wider to test generalisation.
+    config.data.synthetic.test_rotation_deg = ml_collections.config_dict.placeholder(tuple)
+    config.data.synthetic.test_shape_std = ml_collections.config_dict.placeholder(float)
     config.data.synthetic.occluder_prob = 0.3
     config.data.synthetic.background_dir = ""
     config.data.synthetic.seed = 0

@@ -360,7 +360,9 @@ def data_source(
 def synthetic_spec(config) -> synthetic.SyntheticSpec:
     """The synthetic spec of a handfit config (``config.data.synthetic``, ``config.hand``)."""
     fields = dict(config.data.synthetic)
-    fields["rotation_deg"] = tuple(float(x) for x in fields["rotation_deg"])
+    for name in ("rotation_deg", "test_rotation_deg"):
+        if fields.get(name) is not None:
+            fields[name] = tuple(float(x) for x in fields[name])
     return synthetic.SyntheticSpec(**fields, hand_model=config.hand.model_path)
 
 

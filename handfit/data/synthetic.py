@@ -58,6 +58,10 @@ class SyntheticSpec:
     background_dir: str = ""  # '' for procedural backgrounds
     hand_model: str = ""  # a MANO file, or '' for the open hand model
     seed: int = 0
+    # The test split's own ranges (None: the training split's); wider ones test how a
+    # model generalises beyond the shapes and viewpoints it was trained on.
+    test_rotation_deg: tuple[float, float, float] | None = None
+    test_shape_std: float | None = None
 
     @property
     def name(self) -> str:
@@ -67,6 +71,16 @@ class SyntheticSpec:
 
     def num(self, split: str) -> int:
         return {"train": self.num_train, "test": self.num_test}[split]
+
+    def sampling(self, split: str) -> SyntheticSpec:
+        """The spec whose ``rotation_deg`` and ``shape_std`` are those ``split`` is drawn with."""
+        if split != "test":
+            return self
+        return dataclasses.replace(
+            self,
+            rotation_deg=self.test_rotation_deg or self.rotation_deg,
+            shape_std=self.shape_std if self.test_shape_std is None else self.test_shape_std,
+        )
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "n"))
@@ -166,12 +180,13 @@ def generate(
     if split not in SPLIT_SEEDS:
         raise ValueError(f"synthetic split must be one of {sorted(SPLIT_SEEDS)}, got {split!r}")
     model = model or mano.get_model(spec.hand_model, "right")
+    sampling = spec.sampling(split)
     base = jax.random.fold_in(jax.random.key(spec.seed), SPLIT_SEEDS[split])
     keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(start, start + count))
     hand_keys, light_keys = jax.vmap(lambda k: jax.random.split(k))(keys).transpose(1, 0)
     # one hand per key so that example i does not depend on the chunking
     sample = jax.vmap(
-        lambda k: jax.tree_util.tree_map(lambda a: a[0], _sample_hands(k, model, spec, 1))
+        lambda k: jax.tree_util.tree_map(lambda a: a[0], _sample_hands(k, model, sampling, 1))
     )
     pose, shape, global_rot, verts, joints, colors = sample(hand_keys)
     rgb, alpha, depth, hard = _render(model, verts, colors, light_keys, spec)

@@ -1,0 +1,67 @@
+"""The paper's ablations (its Fig. 5) and the augmentation study, as variants of a base config.
+
+    python main.py --config=configs/ablation.py:synthetic,no_refiner --mode=train \
+        --workdir=runs/ablation/no_refiner
+    python main.py --config=configs/ablation.py:synthetic --mode=eval --workdir=runs/ablation \
+        --config.eval.workdirs="('runs/ablation/all','runs/ablation/no_refiner')"
+
+The argument is ``BASE[,SWITCH...]``. BASE: ``full`` (configs/full.py, the paper),
+``synthetic`` (configs/synthetic.py) or ``narrow`` (synthetic, trained on narrow
+viewpoints and shapes and tested on wide ones: what Sec. 3.5's augmentation is for).
+SWITCH, each turning one part of the method off (or on):
+
+* ``no_refine``: no test-time refinement (Eq. 13) in --mode=eval;
+* ``no_augment`` / ``augment``: without / with the self-supervised augmentation (Sec. 3.5);
+* ``no_2d``: without the 2D losses (Eqs. 2 and 3);
+* ``no_refiner``: without the 2D pose refiner f_R (Eq. 6);
+* ``constant_shape``: a constant shape weight instead of Eq. 12's hierarchical one.
+"""
+
+import ml_collections
+
+from configs import full, synthetic
+
+
+def _narrow() -> ml_collections.ConfigDict:
+    config = synthetic.get_config()
+    s = config.data.synthetic
+    s.rotation_deg = (20.0, 20.0, 20.0)
+    s.shape_std = 0.5
+    s.test_rotation_deg = (50.0, 50.0, 50.0)
+    s.test_shape_std = 1.5
+    config.augment.rotation_deg = (30.0, 30.0, 30.0)
+    config.augment.start_step = config.train.steps // 2  # seeds from a half-trained network
+    return config
+
+
+BASES = {"full": full.get_config, "synthetic": synthetic.get_config, "narrow": _narrow}
+
+
+def _set(path: str, value):
+    def switch(config):
+        section, field = path.split(".")
+        config[section][field] = value
+
+    return switch
+
+
+SWITCHES = {
+    "no_refine": _set("refine.enabled", False),
+    "no_augment": _set("augment.enabled", False),
+    "augment": _set("augment.enabled", True),
+    "no_2d": _set("loss.use_2d_losses", False),
+    "no_refiner": _set("model.use_refiner", False),
+    "constant_shape": _set("loss.constant_shape_weight", True),
+}
+
+
+def get_config(arg: str = "synthetic") -> ml_collections.ConfigDict:
+    base, *switches = [a.strip() for a in arg.split(",") if a.strip()]
+    if base not in BASES:
+        raise ValueError(f"ablation base {base!r}; expected one of {sorted(BASES)}")
+    config = BASES[base]()
+    for name in switches:
+        if name not in SWITCHES:
+            raise ValueError(f"ablation switch {name!r}; expected any of {sorted(SWITCHES)}")
+        SWITCHES[name](config)
+    return config

@@ -1,0 +1,46 @@
+"""Configs: every variant loads; ablation switches turn exactly their part off."""
+
+import pytest
+
+from configs import ablation, default, full, synthetic, tiny
+from handfit.data import builders
+
+
+@pytest.mark.parametrize("module", [default, full, synthetic, tiny])
+def test_each_config_starts_with_its_command(module):
+    assert "python main.py --config=configs/" in module.__doc__
+    module.get_config()
+
+
+def test_ablation_switches_change_only_their_field():
+    base = ablation.get_config("synthetic")
+    assert base.to_dict() == synthetic.get_config().to_dict()
+    expected = {
+        "no_refine": ("refine", "enabled", False),
+        "no_augment": ("augment", "enabled", False),
+        "augment": ("augment", "enabled", True),
+        "no_2d": ("loss", "use_2d_losses", False),
+        "no_refiner": ("model", "use_refiner", False),
+        "constant_shape": ("loss", "constant_shape_weight", True),
+    }
+    assert set(expected) == set(ablation.SWITCHES)
+    for name, (section, field, value) in expected.items():
+        config = ablation.get_config(f"synthetic,{name}")
+        assert config[section][field] == value, name
+        config[section][field] = base[section][field]
+        assert config.to_dict() == base.to_dict(), name
+    both = ablation.get_config("full, no_refiner, no_2d")
+    assert not both.model.use_refiner and not both.loss.use_2d_losses
+    assert both.data.train == ("rhd", "stb")
+    with pytest.raises(ValueError, match="ablation switch 'no_such'"):
+        ablation.get_config("synthetic,no_such")
+    with pytest.raises(ValueError, match="ablation base 'mnist'"):
+        ablation.get_config("mnist")
+
+
+def test_narrow_trains_narrow_and_tests_wide():
+    spec = builders.synthetic_spec(ablation.get_config("narrow"))
+    train, test = spec.sampling("train"), spec.sampling("test")
+    assert max(train.rotation_deg) < min(test.rotation_deg)
+    assert train.shape_std < test.shape_std
+    assert spec.name != builders.synthetic_spec(synthetic.get_config()).name
