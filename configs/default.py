@@ -95,7 +95,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.refine.sigma = 1.0  # soft silhouette sharpness, pixels^2 at render_size
     config.refine.tile = 8  # render.soft_silhouette's tile
     config.refine.budget = 0  # (face, tile) pairs per silhouette; 0: the start's need x margin
-    config.refine.budget_margin = 1.5
+    config.refine.budget_margin = 1.15  # overflow is reported in RefineResult.overflow
     config.refine.fit_starts = 2  # fit: refine from this many coarse alignments, keep the best
     config.refine.focal = 1.2  # --mode=refine without K: focal length / the image's longer side
 

@@ -125,7 +125,7 @@ class RefineConfig:
     sigma: float = 1.0  # soft silhouette sharpness, pixels^2 at render_size
     tile: int = 8
     budget: int = 0  # (face, tile) pairs per silhouette; 0: auto (see refine)
-    budget_margin: float = 1.5  # auto budget: the start's need times this, rounded up to 1024
+    budget_margin: float = 1.15  # auto budget: the start's need times this, rounded up to 1024
     fit_starts: int = 2  # fit: refine from this many best coarse alignments, keep the best
 
     def __post_init__(self):
