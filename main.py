@@ -10,7 +10,7 @@ report), ``refine`` (fit hands to the images and 2D keypoints of a folder),
 import importlib
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -31,6 +31,8 @@ MODES = {
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS["verbosity"].present:  # orbax and TFDS log every step at INFO
+        logging.set_verbosity(logging.WARNING)
     module, function = MODES[FLAGS.mode]
     run = getattr(importlib.import_module(module), function)
     from handfit.data.example import DatasetNotFoundError
