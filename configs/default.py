@@ -73,6 +73,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.refine = ml_collections.ConfigDict()
     config.refine.enabled = True  # used by --mode=eval when a model is evaluated
     config.refine.steps = 50
+    # --mode=eval: re-estimate the 2D joints with the network's f_R at every step (Eq. 13);
+    # False fits to the network's final j2D(T) instead (steadier with a weakly trained f_R).
+    config.refine.reestimate_joints2d = True
     config.refine.input = ""  # --mode=refine: a folder of images with 2D-keypoint JSONs
     # The fields below are handfit.refine.RefineConfig's; see its docstring for the loss.
     config.refine.optimizer = "adam"  # 'adam' or 'sgd' (the paper's plain gradient descent)
@@ -85,7 +88,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.refine.max_update = 0.1  # each update entry is clipped to +-this
     config.refine.joints2d_weight = 1.0  # 2D joints, in units of the image's longer side
     config.refine.silhouette_weight = 0.05  # 0 switches the silhouette term off
-    config.refine.silhouette_target = "auto"  # 'auto' (mask if given), 'initial', 'mask', 'features'
+    # the silhouette's target: 'auto' (the mask if given), 'initial', 'mask' or 'features'
+    config.refine.silhouette_target = "auto"
     config.refine.shape_prior_weight = 1e-5  # ||beta||^2
     config.refine.pose_prior_weight = 1e-3  # squared joint-limit violations (open hand model)
     config.refine.laplacian_weight = 0.0  # losses.laplacian_loss of the refined mesh

@@ -18,7 +18,8 @@ Scored outputs ("variants"), all of the same examples under the same protocols:
 * ``network``: the DHPE's last iteration p(T) (Eq. 5), its mesh m(p(T)) and joints J(m).
 * ``refined``: p(T) after test-time refinement (Eq. 13, ``handfit.refine``), when
   ``config.refine.enabled``: fitted to the refiner's 2D joints j2D(T) (re-estimated by f_R
-  at every step) and to the silhouette of m(p(T)) (no ground truth is used).
+  at every step, or kept fixed with ``config.refine.reestimate_joints2d=False``) and to the
+  silhouette of m(p(T)) (no ground truth is used).
 * ``baseline``: the paper's p(0), MANO's mean pose placed as the network places its output
   (``dhpe.place`` with the crop's intrinsics): what the network starts from.
 
@@ -150,7 +151,9 @@ def refine_start(p: jax.Array, K: jax.Array, crop_size: float) -> params.MeshPar
     return params.MeshParams.from_vector(p.at[:, -3:].add(shift))
 
 
-def _predict(variables, images, K, *, model: dhpe.DHPE, hand: mano.HandModel, refine_config):
+def _predict(
+    variables, images, K, *, model: dhpe.DHPE, hand: mano.HandModel, refine_config, reestimate
+):
     """``[B, S, S, 3], [B, 3, 3]`` -> ({variant: scored arrays}, {name: [B, 21, 2] 2D joints})."""
     b, s = images.shape[0], images.shape[1]
     out = model.apply(variables, images, K, hand, train=False)
@@ -167,7 +170,7 @@ def _predict(variables, images, K, *, model: dhpe.DHPE, hand: mano.HandModel, re
         evidence = refine.Evidence(
             joints2d=out.joints2d[-1], visible=jnp.ones((b, skeleton.NUM_JOINTS))
         )
-        hooks = dhpe.refine_hooks(model, variables, images, K)
+        hooks = dhpe.refine_hooks(model, variables, images, K) if reestimate else None
         res = refine.refine(start, evidence, hand, camera, refine_config, hooks)
         pred["refined"] = _render(res.vertices, res.joints3d, camera, hand.faces)
         joints2d["refined_target"] = res.target2d
@@ -451,6 +454,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             model=dhpe.from_config(config),
             hand=hand,
             refine_config=_refine_config(config),
+            reestimate=bool(config.refine.reestimate_joints2d),
         )
     )
     runs = {w: evaluate_workdir(config, w, hand=hand, predict=predict) for w in workdirs}

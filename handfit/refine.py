@@ -33,7 +33,7 @@ SILHOUETTE_TARGETS = ("auto", "initial", "mask", "features")
 OPTIMIZERS = ("sgd", "adam")
 TERMS = ("joints2d", "silhouette", "shape_prior", "pose_prior", "laplacian")
 # Fields of the config.refine section that are not RefineConfig's (read by the CLI / eval).
-_OTHER_FIELDS = ("enabled", "input", "focal")
+_OTHER_FIELDS = ("enabled", "input", "focal", "reestimate_joints2d")
 
 
 class Evidence(NamedTuple):
