@@ -414,8 +414,6 @@ def _parts(config: ml_collections.ConfigDict, hand: mano.HandModel):
     options = LossOptions.from_config(config)
     masked_pass = options.use_2d_losses and options.weight("feature") > 0
     model = dhpe.from_config(config, bn_axis_name=AXIS)
-    if config.model.render_budget:
-        model = model.clone(render_budget=int(config.model.render_budget))
     return model, options, np.asarray(hand.faces), masked_pass
 
 

@@ -226,6 +226,7 @@ def from_config(config: ml_collections.ConfigDict, *, bn_axis_name: str | None =
         crop_size=config.data.image_size,
         render_size=m.render_size,
         sigma=m.sigma,
+        render_budget=m.render_budget or None,
     )
 
 
