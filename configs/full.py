@@ -31,4 +31,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 2000
     config.train.eval_every = 5000
     config.train.eval_batches = 20
+    # Sec. 3.5: self-supervised augmentation after the first K epochs (K lost in the
+    # paper's text: 20k steps = 9 epochs here).
+    config.augment.enabled = True
+    config.augment.start_step = 20_000
     return config
