@@ -427,8 +427,9 @@ def full_pose(
     return pose
 
 
-def sample_poses(key: jax.Array, model: HandModel, n: int, *, pca_components: int = 6,
-                 pca_scale: float = 1.0) -> jnp.ndarray:
+def sample_poses(
+    key: jax.Array, model: HandModel, n: int, *, pca_components: int = 6, pca_scale: float = 1.0
+) -> jnp.ndarray:
     """Random plausible finger poses ``[n, 45]`` (full axis-angle, flat hand mean).
 
     With joint limits (the open hand model): each hand draws a grasp level g ~ U(0, 1);

@@ -131,8 +131,9 @@ def test_sampled_poses_stay_within_the_joint_limits(model):
 
     poses = mano.sample_poses(jax.random.key(0), model, 64)
     assert poses.shape == (64, 45)
-    local = np.einsum("jab,njb->nja", np.asarray(model.joint_frames),
-                      np.asarray(poses).reshape(64, 15, 3))
+    local = np.einsum(
+        "jab,njb->nja", np.asarray(model.joint_frames), np.asarray(poses).reshape(64, 15, 3)
+    )
     limits = np.asarray(model.joint_limits)
     assert (local >= limits[..., 0] - 1e-5).all() and (local <= limits[..., 1] + 1e-5).all()
     assert local[..., 0].std(0).min() > 0.1, "flexion must vary"
