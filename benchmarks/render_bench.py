@@ -159,7 +159,7 @@ def main():
                 )
     print()
     print("times in ms (minimum over repeats); MB: XLA peak buffers of forward+backward;")
-    print("budget: (face, tile) pairs per image, tuned = 1.15 x the most any of the 16 hands")
+    print("budget: (face, window) pairs per image, tuned = 1.15 x the most any of the 16 hands")
     print("needs, rounded up to 256; 'd' = default_budget. *: dense at batch 16 = 16 x batch 1")
     print("(not run: its memory is pixels x faces x batch). x: dense time / fast time.")
     print()

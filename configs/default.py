@@ -65,7 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.use_refiner = True  # ablation: without f_R the CPM's joints are used throughout
     config.model.render_size = 56  # side of the rendered silhouettes during training
     config.model.sigma = 1.0  # soft silhouette sharpness, pixels^2 at render_size
-    # (face, tile) pairs per silhouette in training (0: the renderer's default, 8 per face);
+    # (face, window) pairs per silhouette in training (0: the renderer's default, 8 per face);
     # fewer is faster, too few drops faces (logged as render_overflow).
     config.model.render_budget = 0
 
@@ -97,8 +97,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.refine.freeze = ()  # groups kept fixed, e.g. ('scale', 'trans')
     config.refine.render_size = 112  # longer side of the silhouettes (0: the image's size)
     config.refine.sigma = 1.0  # soft silhouette sharpness, pixels^2 at render_size
-    config.refine.tile = 8  # render.soft_silhouette's tile
-    config.refine.budget = 0  # (face, tile) pairs per silhouette; 0: the start's need x margin
+    config.refine.tile = 8  # render.soft_silhouette's window side (tile)
+    config.refine.budget = 0  # (face, window) pairs per silhouette; 0: the start's need x margin
     config.refine.budget_margin = 1.15  # overflow is reported in RefineResult.overflow
     config.refine.fit_starts = 2  # fit: refine from this many coarse alignments, keep the best
     config.refine.focal = 1.2  # --mode=refine without K: focal length / the image's longer side

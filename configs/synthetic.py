@@ -27,7 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.cpm_depth = 3
     config.model.iterations = 2  # the paper's 3 costs another render per step
     config.model.render_size = 16  # the silhouettes dominate the step on a CPU
-    # 16² is 4 tiles of 8²: a face meets at most 4, so 4 x 1,550 faces never overflow.
+    # At 16² a face's box spans at most 2 x 2 windows of 8², so 4 x 1,550 faces never overflow.
     config.model.render_budget = 6400
     # From scratch Eq. 8 alone does not place the hand in the image, and Eq. 12's gate
     # only opens once it is placed: the projection term does that.

@@ -450,6 +450,20 @@ def sample_poses(
     return jnp.einsum("jab,nja->njb", model.joint_frames, local).reshape(n, NUM_POSE)
 
 
+def _blend(dirs: jnp.ndarray, coeffs: jnp.ndarray) -> jnp.ndarray:
+    """Blend-shape offsets Σ_k dirs[v, c, k] coeffs[b, k]: [B, V, 3]; dirs [V, 3, K].
+
+    Written as dirs @ coeffs^T so that neither this product nor its gradient needs ``dirs``
+    transposed: inside a compiled loop (refinement) XLA would otherwise copy the 1.3 MB
+    pose blend shapes on every step.
+    """
+    v, c, k = dirs.shape
+    dtype = jnp.result_type(dirs, coeffs)
+    flat = dirs.reshape(v * c, k).astype(dtype)
+    out = jax.lax.dot_general(flat, coeffs.astype(dtype), (((1,), (1,)), ((), ())))
+    return out.T.reshape(coeffs.shape[0], v, c)
+
+
 def forward(
     model: HandModel,
     pose: jnp.ndarray,
@@ -497,12 +511,10 @@ def forward(
         jnp.concatenate([global_rot.astype(dtype), pose], -1).reshape(batch, NUM_JOINTS, 3)
     )
 
-    v_shaped = model.v_template + jnp.einsum(
-        "vcs,bs->bvc", model.shapedirs[..., : shape.shape[1]], shape
-    )
+    v_shaped = model.v_template + _blend(model.shapedirs[..., : shape.shape[1]], shape)
     rest_joints = jnp.einsum("jv,bvc->bjc", model.j_regressor, v_shaped)  # [B, 16, 3]
     pose_feature = (rots[:, 1:] - jnp.eye(3, dtype=dtype)).reshape(batch, -1)
-    v_posed = v_shaped + jnp.einsum("vcp,bp->bvc", model.posedirs, pose_feature)
+    v_posed = v_shaped + _blend(model.posedirs, pose_feature)
 
     # Kinematic chain, one depth level at a time: world rotation and joint position.
     world_r = rots

@@ -124,8 +124,8 @@ class RefineConfig:
     render_size: int = 112  # longer side of the refinement's silhouettes; 0: the camera's
     sigma: float = 1.0  # soft silhouette sharpness, pixels^2 at render_size
     tile: int = 8
-    budget: int = 0  # (face, tile) pairs per silhouette; 0: auto (see refine)
-    budget_margin: float = 1.15  # auto budget: the start's need times this, rounded up to 1024
+    budget: int = 0  # (face, window) pairs per silhouette; 0: auto (see refine)
+    budget_margin: float = 1.15  # auto budget: the start's need times this, rounded up to 512
     fit_starts: int = 2  # fit: refine from this many best coarse alignments, keep the best
 
     def __post_init__(self):
@@ -292,18 +292,26 @@ def refine(
 
 
 def _auto_budget(p: MeshParams, model: mano.HandModel, camera: Camera, cfg: RefineConfig) -> int:
-    """The start mesh's (face, tile) pairs times ``budget_margin``, rounded up to 1024.
+    """The start mesh's (face, window) pairs times ``budget_margin``, rounded up to 512.
 
-    Falls back to ``render.soft.default_budget`` (enough for a hand filling the image) when
-    the inputs are traced. Starts whose need rounds to another multiple compile again.
+    0 when the silhouette term is off. Falls back to ``render.soft.default_budget`` (enough
+    for a hand filling the image) when the inputs are traced. Starts whose need rounds to
+    another multiple compile again.
     """
+    if cfg.silhouette_weight <= 0:
+        return 0
     h, w = _render_shape(camera, cfg.render_size)
     if not all(_is_concrete(x) for x in jax.tree.leaves((p, model, camera))):
         return render.soft.default_budget(int(model.faces.shape[0]), h, w, cfg.tile)
+    need = _start_need(p, model, render.resize(camera, (h, w)), sigma=cfg.sigma, tile=cfg.tile)
+    return 512 * max(1, math.ceil(float(np.max(need)) * cfg.budget_margin / 512))
+
+
+@functools.partial(jax.jit, static_argnames=("sigma", "tile"))
+def _start_need(p: MeshParams, model: mano.HandModel, camera: Camera, *, sigma, tile):
+    """[B] (face, window) pairs the silhouettes of ``p``'s meshes need."""
     verts = params.mesh(p, model).vertices
-    need = render.candidate_count(verts, model.faces, render.resize(camera, (h, w)),
-                                  sigma=cfg.sigma, tile=cfg.tile)  # fmt: skip
-    return 1024 * max(1, math.ceil(float(np.max(need)) * cfg.budget_margin / 1024))
+    return render.candidate_count(verts, model.faces, camera, sigma=sigma, tile=tile)
 
 
 def _joint_limit_penalty(pose: jnp.ndarray, model: mano.HandModel) -> jnp.ndarray:

@@ -112,6 +112,55 @@ def test_batch_order_does_not_change_results():
     assert float(jnp.abs(out[0] - out[1]).max()) > 0.1
 
 
+def test_under_vmap_equals_the_batch_call():
+    # Under vmap the renderer's stored-once intermediates become selects; results must not move.
+    verts, faces, _ = hand_meshes(2, seed=3)
+    cam = render.perspective_camera(200.0, 200.0, 24.0, 24.0, 48, 48)
+    target = jnp.zeros((48, 48)).at[10:30, 12:40].set(1.0)
+
+    def loss(v):  # v: [V, 3]
+        s = render.soft_silhouette(v[None], faces, cam, sigma=1.0).silhouette[0]
+        return jnp.sum((s - target) ** 2)
+
+    batch = jax.vmap(jax.value_and_grad(loss))(jnp.asarray(verts))
+    sil = render.soft_silhouette(verts, faces, cam, sigma=1.0).silhouette
+    one = [jax.value_and_grad(loss)(verts[i]) for i in range(2)]
+    np.testing.assert_allclose(batch[0], [float(o[0]) for o in one], rtol=1e-5)
+    np.testing.assert_allclose(batch[1], np.stack([o[1] for o in one]), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(jnp.sum((sil - target) ** 2, axis=(1, 2)), batch[0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("size", [3, 8])
+def test_windows_cover_each_face_box_once(size):
+    from handfit.render import _tiles
+
+    rng = np.random.default_rng(size)
+    tri = jnp.asarray(rng.uniform(-4, 30, (40, 3, 2)), jnp.float32)
+    valid = jnp.asarray(rng.uniform(size=40) > 0.1)
+    sf = _tiles.ScreenFaces(tri, jnp.zeros((40, 3)), valid)
+    radius = jnp.float32(1.5)
+    win = _tiles.face_windows(sf, 24, 20, size, 2000, radius)
+    assert int(win.overflow) == 0 and int(win.total) == int(np.sum(win.used))
+    face, top, left = (np.asarray(a)[np.asarray(win.used)] for a in win[:3])
+    assert np.all(np.diff(face) >= 0)  # sorted by face
+    for f in range(40):
+        covered = [
+            (y, x)
+            for k in np.flatnonzero(face == f)
+            for y in range(top[k], top[k] + size)
+            for x in range(left[k], left[k] + size)
+        ]
+        assert len(covered) == len(set(covered)), f"face {f}: a pixel listed twice"
+        lo = np.asarray(tri[f]).min(0) - 1.5
+        hi = np.asarray(tri[f]).max(0) + 1.5
+        want = {(y, x) for y in range(24) for x in range(20)
+                if lo[1] <= y + 0.5 <= hi[1] and lo[0] <= x + 0.5 <= hi[0]}  # fmt: skip
+        if not bool(valid[f]):
+            want = set()
+        assert want <= set(covered), f"face {f}: box pixels missed"
+        assert bool(want) == bool(covered), f"face {f}: windows without box pixels"
+
+
 def test_overflow_is_counted_never_silent():
     verts, faces, _ = hand_meshes(1, seed=4)
     cam = render.perspective_camera(200.0, 200.0, 24.0, 24.0, 48, 48)

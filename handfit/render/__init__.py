@@ -3,6 +3,7 @@
 from handfit.render.camera import (
     Camera,
     as_weak,
+    batch_camera,
     crop_resize,
     perspective_camera,
     project,
@@ -26,6 +27,7 @@ __all__ = [
     "Shaded",
     "SoftSilhouette",
     "as_weak",
+    "batch_camera",
     "candidate_count",
     "composite",
     "crop_resize",

@@ -86,13 +86,26 @@ def pixel_range(lo: Array, hi: Array, size: int) -> tuple[Array, Array, Array]:
     return first, last, empty
 
 
-def face_entries(
-    sf: ScreenFaces, height: int, width: int, tile: int, budget: int, radius: Array
-) -> Entries:
-    """Lists every tile that a face's screen box, grown by ``radius``, reaches; no gradient.
+def _enumerate(n: Array, budget: int) -> tuple[Array, Array, Array, Array, Array]:
+    """Flattens ``n [F]`` items per face into ``budget`` slots, in face order.
 
-    A face reaches a tile when its bounding box grown by ``radius`` pixels contains the centre
-    of a pixel of the tile. Costs O(F + P): no tiles x faces table.
+    Returns (face [P] int32, k [P] int32 the item's index within its face, used [P] bool,
+    total [] int32 items wanted, overflow [] int32 items dropped).
+    """
+    ends = jnp.cumsum(n)
+    total = ends[-1]
+    slot = jnp.arange(budget, dtype=jnp.int32)
+    face = jnp.searchsorted(ends, slot, side="right")
+    face = jnp.minimum(face, n.shape[0] - 1).astype(jnp.int32)
+    k = slot - (ends - n)[face]
+    return face, k, slot < total, total, jnp.maximum(total - budget, 0)
+
+
+def _face_boxes(sf: ScreenFaces, height: int, width: int, radius: Array):
+    """Pixel ranges of each face's screen box grown by ``radius``; no gradient.
+
+    Returns (x0, x1, y0, y1) [F] int32, the first and last pixel columns and rows whose
+    centres the box contains, and empty [F] bool (no such pixel, or an invalid face).
     """
     tri = jax.lax.stop_gradient(sf.tri)
     radius = jax.lax.stop_gradient(radius)
@@ -101,21 +114,60 @@ def face_entries(
     hi = jnp.max(tri, axis=1) + radius
     x0, x1, ex = pixel_range(lo[:, 0], hi[:, 0], width)
     y0, y1, ey = pixel_range(lo[:, 1], hi[:, 1], height)
+    return x0, x1, y0, y1, ex | ey | ~sf.valid
+
+
+def face_entries(
+    sf: ScreenFaces, height: int, width: int, tile: int, budget: int, radius: Array
+) -> Entries:
+    """Lists every tile that a face's screen box, grown by ``radius``, reaches; no gradient.
+
+    A face reaches a tile when its bounding box grown by ``radius`` pixels contains the centre
+    of a pixel of the tile. Costs O(F + P): no tiles x faces table.
+    """
+    x0, x1, y0, y1, empty = _face_boxes(sf, height, width, radius)
     x0, x1, y0, y1 = x0 // tile, x1 // tile, y0 // tile, y1 // tile
     nx = x1 - x0 + 1
-    n = jnp.where(ex | ey | ~sf.valid, 0, nx * (y1 - y0 + 1))  # [F] tiles per face
-    ends = jnp.cumsum(n)
-    total = ends[-1]
-    slot = jnp.arange(budget, dtype=jnp.int32)
-    face = jnp.searchsorted(ends, slot, side="right")
-    face = jnp.minimum(face, n.shape[0] - 1).astype(jnp.int32)
-    k = slot - (ends - n)[face]
+    n = jnp.where(empty, 0, nx * (y1 - y0 + 1))  # [F] tiles per face
+    face, k, used, total, overflow = _enumerate(n, budget)
     nxf = jnp.maximum(nx[face], 1)
-    used = slot < total
     tile_y = jnp.where(used, y0[face] + k // nxf, 0)
     tile_x = jnp.where(used, x0[face] + k % nxf, 0)
-    overflow = jnp.maximum(total - budget, 0)
     return Entries(face, tile_y, tile_x, used, total, overflow)
+
+
+class Windows(NamedTuple):
+    """A flat list of (face, window) pairs of one image, sorted by face, of static length P.
+
+    A window is the ``size`` x ``size`` block of pixels whose top-left pixel is (top, left);
+    it may reach past the image's last row or column (callers pad by size - 1).
+    """
+
+    face: Array  # [P] int32 face id
+    top: Array  # [P] int32 first pixel row
+    left: Array  # [P] int32 first pixel column
+    used: Array  # [P] bool: the slot holds a pair (the list is padded to its budget)
+    total: Array  # [] int32: pairs wanted before the budget was applied
+    overflow: Array  # [] int32: pairs dropped because the budget was full
+
+
+def face_windows(
+    sf: ScreenFaces, height: int, width: int, size: int, budget: int, radius: Array
+) -> Windows:
+    """Covers each face's screen box, grown by ``radius``, with windows anchored at its corner.
+
+    A face whose box spans w x h pixels gets ceil(w / size) x ceil(h / size) windows that
+    tile the box from its top-left pixel, so no pixel is listed twice for a face and, unlike
+    image-aligned tiles, a small face needs one window. No gradient; O(F + P).
+    """
+    x0, x1, y0, y1, empty = _face_boxes(sf, height, width, radius)
+    nx = (x1 - x0) // size + 1
+    n = jnp.where(empty, 0, nx * ((y1 - y0) // size + 1))  # [F] windows per face
+    face, k, used, total, overflow = _enumerate(n, budget)
+    nxf = jnp.maximum(nx[face], 1)
+    top = jnp.where(used, y0[face] + (k // nxf) * size, 0)
+    left = jnp.where(used, x0[face] + (k % nxf) * size, 0)
+    return Windows(face, top, left, used, total, overflow)
 
 
 def entry_pixels(ent: Entries, tile: int, dtype) -> tuple[Array, Array]:
