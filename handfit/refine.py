@@ -448,7 +448,8 @@ def _refine(p0, evidence, model, camera, images, *, cfg, target, faces, budget, 
         {n: jnp.zeros((cfg.steps, b), dtype) for n in term_names},
         jnp.zeros((b,), jnp.int32),
     )
-    p, _, target2d, loss_buf, term_buf, overflow = jax.lax.fori_loop(0, cfg.steps, step, carry)
+    final = jax.lax.fori_loop(0, cfg.steps, step, carry) if cfg.steps else carry  # 0: the start
+    p, _, target2d, loss_buf, term_buf, overflow = final
     out = params.mesh(p, model)
     return RefineResult(
         params=p,

@@ -1,5 +1,6 @@
 """Tests of handfit.refine: refinement (Eq. 13), DHPE hooks, bad input, fitting, tracing."""
 
+import dataclasses
 import functools
 
 import chex
@@ -80,6 +81,14 @@ def test_refine_moves_towards_the_evidence(main_run, model, camera):
     np.testing.assert_allclose(res.vertices, out.vertices, atol=1e-5)
     np.testing.assert_allclose(res.joints2d, render.project(out.joints, camera), atol=1e-3)
     np.testing.assert_allclose(res.target2d, evidence.joints2d)
+
+
+def test_zero_steps_returns_the_start(main_run, model, camera):
+    _, start, evidence, _ = main_run
+    res = refine.refine(start, evidence, model, camera, dataclasses.replace(CFG, steps=0))
+    assert res.losses.shape == (0, 2)
+    chex.assert_trees_all_equal(res.params, start)
+    np.testing.assert_allclose(res.vertices, params.mesh(start, model).vertices, atol=1e-6)
 
 
 def test_bad_inputs_give_finite_results_and_examples_are_independent(main_run, model, camera):
