@@ -284,11 +284,20 @@ def refine(
                         "over the model instead of passing it traced, or set "
                         "laplacian_weight=0")  # fmt: skip
     budget = cfg.budget or _auto_budget(params, model, camera, cfg)
-    f_r = None if dhpe is None else dhpe.refine_joints2d
-    f_f = None if dhpe is None else dhpe.features
+    f_r = None if dhpe is None else _as_pytree(dhpe.refine_joints2d)
+    f_f = None if dhpe is None else _as_pytree(dhpe.features)
     images = None if dhpe is None else dhpe.images
-    return _refine(params, evidence, model, camera, images, cfg=cfg, target=target,
-                   faces=static_faces, budget=budget, f_r=f_r, f_f=f_f)  # fmt: skip
+    return _refine(params, evidence, model, camera, images, f_r, f_f, cfg=cfg, target=target,
+                   faces=static_faces, budget=budget)  # fmt: skip
+
+
+def _as_pytree(hook: Callable | None) -> jax.tree_util.Partial | None:
+    """A hook as a pytree argument of the jitted loop: its arrays are traced and its function
+    is compared by equality, so new hooks of the same model (``dhpe.refine_hooks`` per
+    batch) reuse the compiled loop. A plain function becomes a Partial without arguments."""
+    if hook is None or isinstance(hook, jax.tree_util.Partial):
+        return hook
+    return jax.tree_util.Partial(hook)
 
 
 def _auto_budget(p: MeshParams, model: mano.HandModel, camera: Camera, cfg: RefineConfig) -> int:
@@ -346,8 +355,8 @@ def _group_optimizer(cfg: RefineConfig) -> optax.GradientTransformation:
     )
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "target", "faces", "budget", "f_r", "f_f"))
-def _refine(p0, evidence, model, camera, images, *, cfg, target, faces, budget, f_r, f_f):
+@functools.partial(jax.jit, static_argnames=("cfg", "target", "faces", "budget"))
+def _refine(p0, evidence, model, camera, images, f_r, f_f, *, cfg, target, faces, budget):
     b = p0.pose.shape[0]
     dtype = p0.pose.dtype
     faces_arr = model.faces if faces is None else faces.array

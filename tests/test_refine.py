@@ -91,6 +91,26 @@ def test_zero_steps_returns_the_start(main_run, model, camera):
     np.testing.assert_allclose(res.vertices, params.mesh(start, model).vertices, atol=1e-6)
 
 
+def test_new_hooks_of_the_same_function_reuse_the_compiled_loop(main_run, model, camera):
+    # As dhpe.refine_hooks builds per batch: the same function bound to other arrays.
+    _, start, evidence, _ = main_run
+    cfg = refine.RefineConfig(steps=2, silhouette_weight=0.0)
+
+    def f_r(anchor, vec, joints3d, joints2d):
+        return 0.5 * (joints2d + anchor)
+
+    targets = []
+    for shift in (3.0, -2.0):
+        hook = jax.tree_util.Partial(f_r, evidence.joints2d + shift)
+        hooks = refine.DHPEHooks(refine_joints2d=hook, features=None, images=None)
+        res = refine.refine(start, evidence, model, camera, cfg, hooks)
+        if shift == 3.0:
+            compiled = refine._refine._cache_size()
+        targets.append(res.target2d)
+    assert refine._refine._cache_size() == compiled  # no second compile
+    np.testing.assert_allclose(targets[0] - targets[1], 5.0 * (1 - 0.5**cfg.steps), atol=1e-3)
+
+
 def test_bad_inputs_give_finite_results_and_examples_are_independent(main_run, model, camera):
     """Example 0 is the main run's; example 1 has a degenerate start (zero quaternion, tiny
     scale, behind the camera), an empty mask, half its joints invisible and the others far

@@ -277,10 +277,9 @@ def refine_hooks(model: DHPE, variables: Any, images: jax.Array, K: jax.Array):
     Returns:
       DHPEHooks(refine_joints2d: (p [B, 63], joints3d [B, 21, 3] camera space, joints2d
       [B, 21, 2] crop pixels) -> [B, 21, 2]; features: (images [B, S, S, 3]) -> [B, D];
-      images). Both are ``jax.tree_util.Partial``s (pytrees). ``refine.refine`` takes the
-      hooks as static arguments of its jitted loop, hashed by identity: call it inside one
-      ``jit`` with the hooks built there (as ``handfit.evaluate`` does), or it compiles again
-      for every new set of hooks.
+      images). Both are ``jax.tree_util.Partial``s (pytrees) of hashable callables, so
+      ``refine.refine`` compiles once for all hooks of one model (the variables and images
+      are traced arguments).
     """
     from handfit import refine  # imported on use: running the network does not need it
 
