@@ -170,12 +170,18 @@ def face_windows(
     return Windows(face, top, left, used, total, overflow)
 
 
+def block_pixels(top: Array, left: Array, size: int, dtype) -> tuple[Array, Array]:
+    """Pixel centres of ``size`` x ``size`` blocks whose top-left pixels are (top, left) [P]:
+    (py [P, size, 1], px [P, 1, size])."""
+    off = jnp.arange(size, dtype=dtype) + 0.5
+    py = top.astype(dtype)[:, None, None] + off[None, :, None]
+    px = left.astype(dtype)[:, None, None] + off[None, None, :]
+    return py, px
+
+
 def entry_pixels(ent: Entries, tile: int, dtype) -> tuple[Array, Array]:
     """Pixel centres of each entry's tile: (py [P, T, 1], px [P, 1, T])."""
-    off = jnp.arange(tile, dtype=dtype) + 0.5
-    py = (ent.tile_y * tile).astype(dtype)[:, None, None] + off[None, :, None]
-    px = (ent.tile_x * tile).astype(dtype)[:, None, None] + off[None, None, :]
-    return py, px
+    return block_pixels(ent.tile_y * tile, ent.tile_x * tile, tile, dtype)
 
 
 def tile_index(ent: Entries, width: int, tile: int) -> Array:

@@ -94,14 +94,6 @@ def _edge_data(tri: Array, face: Array) -> list[tuple[Array, ...]]:
     return out
 
 
-def _window_pixels(pairs: _Pairs, size: int, dtype) -> tuple[Array, Array]:
-    """Pixel centres of each pair's window: (py [P, S, 1], px [P, 1, S])."""
-    off = jnp.arange(size, dtype=dtype) + 0.5
-    py = pairs.top.astype(dtype)[:, None, None] + off[None, :, None]
-    px = pairs.left.astype(dtype)[:, None, None] + off[None, None, :]
-    return py, px
-
-
 def _closest(py: Array, px: Array, edge: tuple[Array, ...]) -> tuple[Array, Array, Array]:
     """(t, rx, ry): the clamped projection parameter of pixel p on edge a -> a + e, and the
     residual r = p - (a + t e); the gradient is taken with t fixed (exact, as t is the
@@ -118,7 +110,7 @@ def _nearest_edge(tri: Array, pairs: _Pairs, size: int) -> tuple[Array, Array]:
     d² is the squared distance to the face's boundary, sign +1 strictly inside and -1
     otherwise (so D = sigmoid(sign · d²/sigma) is 1/2 on an edge from both sides).
     """
-    py, px = _window_pixels(pairs, size, tri.dtype)
+    py, px = _tiles.block_pixels(pairs.top, pairs.left, size, tri.dtype)
     d2, cross = [], []
     for ax, ay, ex, ey, inv in _edge_data(tri, pairs.face):
         _, rx, ry = _closest(py, px, (ax, ay, ex, ey, inv))
@@ -177,7 +169,7 @@ def _transmission_bwd(shape, res, g):
         return jnp.where(x > 0, -g_log, g_log) * d  # x = -100 (unused): d = 0
 
     k = _materialize(slope, x, g * canvas) / sigma  # g · T = dL/d log T
-    py, px = _window_pixels(pairs, size, tri.dtype)
+    py, px = _tiles.block_pixels(pairs.top, pairs.left, size, tri.dtype)
     edges = _edge_data(tri, pairs.face)
     near = [e == i for i in range(3)]
     pick = [jnp.where(near[0], edges[0][m], jnp.where(near[1], edges[1][m], edges[2][m]))
@@ -199,11 +191,13 @@ def _transmission_bwd(shape, res, g):
 _transmission.defvjp(_transmission_fwd, _transmission_bwd)
 
 
-def _pairs(sf: _tiles.ScreenFaces, sigma, height, width, tile, budget, cutoff):
-    """Windows of every image (``sf`` fields batched [B, ...]), flattened: (_Pairs, total [B],
-    overflow [B])."""
+def _pairs(vertices, faces, camera, sigma, tile, budget, cutoff):
+    """Screen faces of every image (fields [B, ...]) and their windows, flattened:
+    (ScreenFaces, _Pairs, total [B], overflow [B])."""
+    h, w = camera.height, camera.width
+    sf = jax.vmap(lambda v, cam: _tiles.screen_faces(v, faces, cam))(vertices, camera)
     radius = cutoff_radius(sigma, cutoff)
-    win = jax.vmap(lambda s: _tiles.face_windows(s, height, width, tile, budget, radius))(sf)
+    win = jax.vmap(lambda s: _tiles.face_windows(s, h, w, tile, budget, radius))(sf)
     b, f = sf.valid.shape
     image = jnp.broadcast_to(jnp.arange(b, dtype=jnp.int32)[:, None], win.face.shape)
     pairs = _Pairs(
@@ -213,7 +207,7 @@ def _pairs(sf: _tiles.ScreenFaces, sigma, height, width, tile, budget, cutoff):
         win.left.reshape(-1),
         win.used.reshape(-1),
     )
-    return pairs, win.total, win.overflow
+    return sf, pairs, win.total, win.overflow
 
 
 @functools.partial(jax.jit, static_argnames=("tile", "budget", "cutoff"))
@@ -269,8 +263,7 @@ def soft_silhouette(
     b, h, w = vertices.shape[0], camera.height, camera.width
     if budget is None:
         budget = default_budget(faces.shape[0], h, w, tile)
-    sf = jax.vmap(lambda v, cam: _tiles.screen_faces(v, faces, cam))(vertices, camera)
-    pairs, _, overflow = _pairs(sf, sigma, h, w, tile, budget, cutoff)
+    sf, pairs, _, overflow = _pairs(vertices, faces, camera, sigma, tile, budget, cutoff)
     tri = sf.tri.reshape(-1, 3, 2)
     canvas = _transmission(tri, pairs, jax.lax.stop_gradient(sigma), (b, h, w, tile))
     return SoftSilhouette(1.0 - canvas[:, :h, :w], overflow)
@@ -292,8 +285,7 @@ def candidate_count(
     """
     vertices, faces, camera = _tiles.check_mesh("candidate_count", vertices, faces, camera)
     sigma = jnp.asarray(sigma, vertices.dtype)
-    sf = jax.vmap(lambda v, cam: _tiles.screen_faces(v, faces, cam))(vertices, camera)
-    return _pairs(sf, sigma, camera.height, camera.width, tile, 1, cutoff)[1]
+    return _pairs(vertices, faces, camera, sigma, tile, 1, cutoff)[2]
 
 
 @jax.jit
