@@ -56,11 +56,16 @@ def get_config() -> ml_collections.ConfigDict:
     # The DHPE networks (handfit.models.dhpe). Owner: the training issue.
     config.model = ml_collections.ConfigDict()
     config.model.backbone = "resnet50"  # 'resnet50' or 'resnet_tiny'
+    config.model.backbone_width = 0  # the first stage's width (0: the preset's; ResNet-50: 64)
     config.model.pretrained = ""  # a torchvision ResNet-50 .npz (see handfit/models/resnet.py)
     config.model.cpm_stages = 3
     config.model.cpm_width = 128
     config.model.cpm_kernel = 7
     config.model.cpm_depth = 5
+    config.model.cpm_input = "stride8"  # the backbone map f_H reads ('stride4' for small crops)
+    # Hidden ReLU widths of f_M and f_R; () is the paper's single dense layer.
+    config.model.mesh_hidden = ()
+    config.model.refiner_hidden = ()
     config.model.iterations = 3  # Eq. 5's steps of f_M (and f_R)
     config.model.use_refiner = True  # ablation: without f_R the CPM's joints are used throughout
     config.model.render_size = 56  # side of the rendered silhouettes during training

@@ -21,6 +21,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.synthetic.num_test = 200
     config.data.synthetic.image_size = 64
     config.model.backbone = "resnet_tiny"
+    config.model.backbone_width = 16
+    config.model.cpm_input = "stride4"  # 16 x 16 at 64², the heat maps' own grid
+    config.model.mesh_hidden = (256,)
     config.model.cpm_stages = 2
     config.model.cpm_width = 32
     config.model.cpm_kernel = 5
@@ -29,11 +32,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.render_size = 16  # the silhouettes dominate the step on a CPU
     # At 16² a face's box spans at most 2 x 2 windows of 8², so 4 x 1,550 faces never overflow.
     config.model.render_budget = 6400
+    # At 16² a finger is about one pixel wide: sigma 1 px² made the true mesh's silhouette
+    # twice the mask's area, so Eq. 9 shrank every mesh to a sliver.
+    config.model.sigma = 0.03
     # From scratch Eq. 8 alone does not place the hand in the image, and Eq. 12's gate
     # only opens once it is placed: the projection term does that.
     config.loss.weights.projection = 1.0
-    config.optim.learning_rate = 5e-4
-    config.optim.warmup_steps = 100
+    config.loss.weights.heatmap = 100.0
+    config.loss.weights.keypoints = 1.0
+    config.loss.weights.shape = 0.2
+    config.optim.learning_rate = 2e-3
+    config.optim.warmup_steps = 50
     config.train.steps = 1200
     config.train.batch_size = 16
     config.train.log_every = 25

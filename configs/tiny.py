@@ -17,6 +17,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.synthetic.image_size = 32
     config.data.synthetic.occluder_prob = 0.0
     config.model.backbone = "resnet_tiny"
+    config.model.backbone_width = 8
+    config.model.cpm_input = "stride4"  # 8 x 8 at 32², the heat maps' grid
+    config.model.mesh_hidden = (64,)
     config.model.cpm_stages = 2
     config.model.cpm_width = 8
     config.model.cpm_kernel = 3
@@ -24,6 +27,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.iterations = 1
     config.model.render_size = 16
     config.model.render_budget = 4096
+    config.model.sigma = 0.03
+    config.loss.weights.heatmap = 100.0
+    config.loss.weights.keypoints = 1.0
+    config.loss.weights.shape = 0.2
+    config.loss.weights.projection = 1.0
     config.optim.warmup_steps = 0
     config.train.steps = 4
     config.train.batch_size = 4

@@ -337,18 +337,23 @@ def _table(runs: Mapping[str, dict], hand_name: str, protocol_note: str) -> str:
         "Mask: IoU of the rasterised mesh vs the ground-truth mask.",
         "",
         "| workdir | step | dataset | n | scored output | 3D protocol | AUC 20-50 mm "
-        "| EPE mean mm | EPE median mm | 2D AUC | mask IoU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| EPE mean mm | EPE median mm | PA-MPJPE mm | 2D AUC | mask IoU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def cell(value, fmt):
+        return "-" if value is None else format(value, fmt)
+
     for workdir, run in runs.items():
         for name, res in run["datasets"].items():
             for v, r in res["pose3d"].items():
                 iou = res.get("segmentation", {}).get(v, {}).get("iou")
+                pa = res.get("mesh", {}).get(v, {}).get("pa_mpjpe_mm")
                 lines.append(
                     f"| {workdir} | {run['step']} | {name} | {res['examples']} | {VARIANTS[v]} "
                     f"| {r['protocol']} | {r['auc']:.3f} | {r['epe_mean_mm']:.1f} "
-                    f"| {r['epe_median_mm']:.1f} | {res['pose2d'][f'{v}_projected']['auc']:.3f} "
-                    f"| {'-' if iou is None else f'{iou:.3f}'} |"
+                    f"| {r['epe_median_mm']:.1f} | {cell(pa, '.1f')} "
+                    f"| {res['pose2d'][f'{v}_projected']['auc']:.3f} | {cell(iou, '.3f')} |"
                 )
     lines += [
         "",
@@ -412,9 +417,19 @@ def evaluate_workdir(
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(_jsonable(run), f, indent=1)
     table = _table({run["workdir"]: run}, hand.name, _protocol_note(config.eval.protocol))
-    with open(os.path.join(out_dir, "report.md"), "w") as f:
+    metrics_log = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(metrics_log):  # the training run's learning curves, up to its end
+        viz.learning_curves_png(
+            os.path.join(out_dir, viz.CURVES_PNG),
+            viz.read_metrics(metrics_log),
+            f"{workdir}: learning curves; hand model {hand.name}",
+        )
+        table += f"\nLearning curves: ![learning curves]({viz.CURVES_PNG})\n"
+    report = os.path.join(out_dir, "report.md")
+    with open(report, "w") as f:
         f.write(table)
     print(table)
+    print(f"Report: {report} (pictures in {os.path.join(out_dir, 'samples')})")
     return run
 
 

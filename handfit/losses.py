@@ -45,6 +45,12 @@ DEFAULT_WEIGHTS = {
     "heatmap": 1.0,
     # Eq. 6, weight 1 in the paper (summed over the refiner's iterations).
     "refiner": 1.0,
+    # Not in the paper: the CPM's soft-argmax joints j2D(0) against the true 2D joints
+    # (joints2d_loss; integral regression, Sun et al. 2018). Eq. 3's squared error on
+    # sparse Gaussian maps has a wide plateau at all-zero maps that a small network
+    # trained from scratch sits on for thousands of steps; this term moves every joint's
+    # map towards its joint from the first step. 0 reproduces Eq. 7.
+    "keypoints": 0.0,
     # Not in the paper: projected mesh joints against the true 2D joints
     # (joints2d_loss of pi(J(m))). Eq. 8 is blind to where the hand is in the image
     # (it is root-relative), so a from-scratch run may need this > 0 for Eq. 12's

@@ -49,7 +49,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from handfit import augment, checkpoint, losses, mano, params, render
+from handfit import augment, checkpoint, losses, mano, params, render, viz
 from handfit.data import backgrounds, pipeline
 from handfit.models import dhpe
 
@@ -227,6 +227,13 @@ def dhpe_loss(
             targets=jnp.moveaxis(batch["heatmaps"], 1, -1),
             visible=visible,
         )
+        if options.weight("keypoints") > 0:
+            terms["keypoints"] = losses.joints2d_loss(
+                joints2d_pred=out.joints2d_cpm,
+                joints2d_true=batch["joints2d"],
+                visible=visible,
+                crop_size=crop,
+            )
         if masked_features is not None:
             # Examples without a mask compare their features with themselves (0).
             target = jnp.where(has_mask[:, None] > 0, masked_features, out.features)
@@ -392,10 +399,20 @@ def _train_step(
         "param_norm": optax.tree.norm(params),
         "update_norm": optax.tree.norm(updates),
     }
+    logs |= module_grad_norms(grads)
     new_state = state.replace(
         step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
     )
     return new_state, logs
+
+
+# The DHPE's top-level parameter groups and the paper's names for them.
+MODULES = {"backbone": "f_F", "cpm": "f_H", "mesh_regressor": "f_M", "pose_refiner": "f_R"}
+
+
+def module_grad_norms(grads: Mapping[str, Any]) -> dict[str, jax.Array]:
+    """``{'grad_norm/f_F': l2 norm, ...}`` of each of the DHPE's modules present in ``grads``."""
+    return {f"grad_norm/{MODULES[k]}": optax.tree.norm(grads[k]) for k in MODULES if k in grads}
 
 
 def _eval_step(state, batch, *, model, hand, faces, options, masked_pass):
@@ -613,6 +630,12 @@ class _Logger:
         for k, v in values.items():
             self.writer.add_scalar(k, float(v), step)
 
+    def curves(self, title: str) -> None:
+        """Redraws ``<workdir>/learning_curves.png`` from ``metrics.jsonl``."""
+        if self.enabled and os.path.exists(self.path):
+            png = os.path.join(os.path.dirname(self.path), viz.CURVES_PNG)
+            viz.learning_curves_png(png, viz.read_metrics(self.path), title)
+
     def close(self) -> None:
         if self.enabled:
             self.writer.close()
@@ -771,6 +794,8 @@ def train(
                 if main_process:
                     loss = values.get("val/total", math.nan)
                     bar.write(f"step {step}: validation loss {loss:.4g}")
+            if ckpt:
+                logger.curves(f"{workdir}: hand model {hand.name}, step {step}")
         if pending is not None:
             finish(pending)
     finally:

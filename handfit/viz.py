@@ -116,6 +116,80 @@ def pck_plot_png(
     plt.close(fig)
 
 
+def read_metrics(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``metrics.jsonl`` (a JSON object with 'step' per line) as ``{name: (steps, values)}``."""
+    import json
+
+    series: dict[str, tuple[list, list]] = {}
+    with open(os.fspath(path)) as f:
+        for line in f:
+            row = json.loads(line)
+            for name, value in row.items():
+                if name != "step":
+                    steps, values = series.setdefault(name, ([], []))
+                    steps.append(row["step"])
+                    values.append(value)
+    return {k: (np.asarray(s), np.asarray(v, float)) for k, (s, v) in series.items()}
+
+
+CURVES_PNG = "learning_curves.png"  # the learning curves' file name (workdir, eval report)
+
+# Panels of the learning curves: title -> the metrics drawn in it (a name ending in '/' is
+# a prefix).
+CURVE_PANELS = (
+    ("articulation (Eq. 8)", ("articulation",)),
+    (
+        "2D: heat maps (Eq. 3), keypoints, refiner (Eq. 6), projection",
+        ("heatmap", "keypoints", "refiner", "projection"),
+    ),
+    ("shape (Eq. 9), feature (Eq. 2), Laplacian", ("shape", "feature", "laplacian")),
+    ("total (Eq. 7)", ("total",)),
+    ("Eq. 12 gate: fraction open", ("shape_gate",)),
+    ("gradient norm per module", ("grad_norm/",)),
+    ("learning rate", ("learning_rate",)),
+)
+
+
+def _in_panel(name: str, members: Sequence[str]) -> bool:
+    return any(name == m or (m.endswith("/") and name.startswith(m)) for m in members)
+
+
+def learning_curves_png(
+    path: str | os.PathLike, series: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = ""
+) -> None:
+    """Every loss term, the gate fraction, per-module gradient norms and the learning rate.
+
+    ``series`` is :func:`read_metrics`' output. Training values are lines; validation values
+    (names ``val/<term>``) are dots of the same colour in the same panel. Losses and norms are
+    drawn on a log scale.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 4, figsize=(17, 7.5))
+    for ax, (panel, members) in zip(axes.flat, CURVE_PANELS):
+        for i, (name, (steps, values)) in enumerate(
+            (k, v) for k, v in series.items() if _in_panel(k, members)
+        ):
+            colour = f"C{i}"
+            ax.plot(steps, values, color=colour, lw=1.2, label=name)
+            if f"val/{name}" in series:
+                vs, vv = series[f"val/{name}"]
+                ax.plot(vs, vv, "o", color=colour, ms=4, label=f"val/{name}")
+        if panel.startswith("Eq. 12"):
+            ax.set_ylim(-0.02, 1.02)
+        elif ax.lines and not panel.startswith("learning"):
+            ax.set_yscale("log")
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    axes.flat[-1].set_axis_off()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(os.fspath(path), dpi=80)
+    plt.close(fig)
+
+
 def _draw_skeleton(ax, joints2d: np.ndarray, color: str, label: str) -> None:
     """Bones (``skeleton.BONES``) and joints of canonical 2D joints ``[21, 2]`` (pixels)."""
     from handfit import skeleton

@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+from jax import lax
 
 from handfit import mano, params
 from handfit import render as rnd
@@ -44,7 +45,8 @@ class DHPEOutput:
 
     features: [B, D] pooled f_F(x).
     heatmaps: [S, B, hs, hs, 21] every CPM stage's maps (channels last).
-    joints2d_cpm: [B, 21, 2] j2D(0), the CPM's joints (crop pixels).
+    joints2d_cpm: [B, 21, 2] j2D(0), the CPM's joints (crop pixels); with the soft arg-max
+      it carries a gradient into f_H (the ``keypoints`` loss), but not into the heads.
     params: [T, B, 63] p(1) .. p(T).
     vertices: [T, B, V, 3] m(p(t)) in camera space (metres).
     joints3d: [T, B, 21, 3] J(m(p(t))) in camera space (metres).
@@ -103,7 +105,11 @@ class DHPE(nn.Module):
       render_size: side of the rendered silhouettes (0: do not render).
       sigma: soft silhouette sharpness in pixels² at ``render_size``.
       render_budget: (face, window) pairs per image for the renderer (None: its default).
-      soft_argmax: read j2D(0) with the differentiable soft arg-max (else the hard one).
+      soft_argmax: read j2D(0) with the soft arg-max (sub-pixel; else the hard one). Either
+        way no gradient flows back into f_H through j2D(0), as with the paper's arg-max.
+      cpm_input: the backbone map f_H reads ('stride8' as in the paper; 'stride4' gives
+        small crops a finer map).
+      mesh_hidden, refiner_hidden: hidden ReLU widths of f_M and f_R (() : the paper's one layer).
     """
 
     backbone: Callable[..., nn.Module] = resnet.ResNet50
@@ -115,13 +121,21 @@ class DHPE(nn.Module):
     sigma: float = 1.0
     render_budget: int | None = None
     soft_argmax: bool = True
+    cpm_input: str = "stride8"
+    mesh_hidden: tuple[int, ...] = ()
+    refiner_hidden: tuple[int, ...] = ()
 
     def setup(self):
+        size = float(self.crop_size)
         self.f_F = self.backbone(name="backbone")
         self.f_H = self.cpm(name="cpm")
-        self.f_M = heads.MeshRegressor(crop_size=float(self.crop_size), name="mesh_regressor")
+        self.f_M = heads.MeshRegressor(
+            crop_size=size, hidden=self.mesh_hidden, name="mesh_regressor"
+        )
         if self.use_refiner:
-            self.f_R = heads.PoseRefiner(crop_size=float(self.crop_size), name="pose_refiner")
+            self.f_R = heads.PoseRefiner(
+                crop_size=size, hidden=self.refiner_hidden, name="pose_refiner"
+            )
 
     def features(self, images: jax.Array, *, train: bool) -> jax.Array:
         """f_F: pooled features ``[B, D]`` of crops ``[B, S, S, 3]`` in [0, 1] (Eq. 2)."""
@@ -157,10 +171,12 @@ class DHPE(nn.Module):
         if K.shape != (b, 3, 3):
             raise ValueError(f"DHPE: K must be [{b}, 3, 3], got {K.shape}")
         f, maps = self.f_F(images, train=train)
-        heatmaps = self.f_H(maps["stride8"])
+        heatmaps = self.f_H(maps[self.cpm_input])
         readout = cpm_lib.soft_argmax if self.soft_argmax else cpm_lib.hard_argmax
-        j2d = readout(heatmaps[-1], crop_size=float(s))
-        j2d_cpm = j2d
+        j2d_cpm = readout(heatmaps[-1], crop_size=float(s))
+        # The paper reads j2D(0) as an arg-max, through which no gradient flows: f_H learns
+        # from its own losses, not from what the heads would like the joints to be.
+        j2d = lax.stop_gradient(j2d_cpm)
         p = params.MeshParams.initial(b, hand, images.dtype).to_vector()
         out = place(p, hand, K, float(s))
         steps = []
@@ -220,8 +236,9 @@ def from_config(config: ml_collections.ConfigDict, *, bn_axis_name: str | None =
         stage_depth=m.cpm_depth,
         heatmap_size=config.data.heatmap_size,
     )
+    width = {"num_filters": m.backbone_width} if m.backbone_width else {}
     return DHPE(
-        backbone=partial(BACKBONES[m.backbone], bn_axis_name=bn_axis_name),
+        backbone=partial(BACKBONES[m.backbone], bn_axis_name=bn_axis_name, **width),
         cpm=cpm,
         iterations=m.iterations,
         use_refiner=m.use_refiner,
@@ -229,6 +246,9 @@ def from_config(config: ml_collections.ConfigDict, *, bn_axis_name: str | None =
         render_size=m.render_size,
         sigma=m.sigma,
         render_budget=m.render_budget or None,
+        cpm_input=m.cpm_input,
+        mesh_hidden=tuple(m.mesh_hidden),
+        refiner_hidden=tuple(m.refiner_hidden),
     )
 
 

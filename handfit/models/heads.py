@@ -1,6 +1,9 @@
 """The paper's two dense heads: the mesh estimator f_M (Eq. 5) and the 2D pose refiner f_R (Eq. 6).
 
-Both are one Dense layer over a concatenation and are meant to be called once per
+Both are one Dense layer over a concatenation in the paper (``hidden=()``, the default);
+``hidden`` puts ReLU layers before it (as HMR's regressor has), which a small network
+trained from scratch needs (``config.model.mesh_hidden``, ``refiner_hidden``). Both are
+meant to be called once per
 iteration from a loop that also runs the hand model (``handfit.params.mesh``):
 
     p = params.MeshParams.initial(batch, model).to_vector()        # p(0)   [B, 63]
@@ -28,6 +31,8 @@ the crop's centre.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -40,6 +45,13 @@ NUM_JOINTS = skeleton.NUM_JOINTS
 def _small_init(scale: float) -> nn.initializers.Initializer:
     """LeCun-normal kernel initialiser multiplied by ``scale``."""
     return nn.initializers.variance_scaling(scale**2, "fan_in", "truncated_normal")
+
+
+def _dense_head(x: jnp.ndarray, out: int, hidden: Sequence[int], init_scale: float) -> jnp.ndarray:
+    """``hidden`` ReLU layers (none: the paper's single affine layer), then a small-init Dense."""
+    for i, width in enumerate(hidden):
+        x = nn.relu(nn.Dense(width, name=f"hidden{i}")(x))
+    return nn.Dense(out, kernel_init=_small_init(init_scale), name="dense")(x)
 
 
 def normalize_joints2d(joints2d: jnp.ndarray, crop_size: float) -> jnp.ndarray:
@@ -59,11 +71,13 @@ class MeshRegressor(nn.Module):
       crop_size: side of the square input crop in pixels (normalises ``joints2d``).
       init_scale: the kernel's scale relative to LeCun-normal; small so p(1) ~ p(0).
       num_params: length of p (63: pose 45, shape 10, quat 4, scale 1, trans 3).
+      hidden: widths of ReLU layers before the output layer; () is the paper's one layer.
     """
 
     crop_size: float = 224.0
     init_scale: float = 1e-3
     num_params: int = params_lib.NUM_PARAMS
+    hidden: Sequence[int] = ()
 
     @nn.compact
     def __call__(
@@ -81,8 +95,7 @@ class MeshRegressor(nn.Module):
         batch = features.shape[0]
         j2d = normalize_joints2d(joints2d, self.crop_size).reshape(batch, -1)
         x = jnp.concatenate([features, j2d.astype(features.dtype), params], axis=-1)
-        delta = nn.Dense(self.num_params, kernel_init=_small_init(self.init_scale), name="dense")(x)
-        return params + delta
+        return params + _dense_head(x, self.num_params, self.hidden, self.init_scale)
 
 
 class PoseRefiner(nn.Module):
@@ -91,10 +104,12 @@ class PoseRefiner(nn.Module):
     Attributes:
       crop_size: side of the square input crop in pixels.
       init_scale: the kernel's scale relative to LeCun-normal; small so j2D(1) ~ j2D(0).
+      hidden: widths of ReLU layers before the output layer; () is the paper's one layer.
     """
 
     crop_size: float = 224.0
     init_scale: float = 1e-3
+    hidden: Sequence[int] = ()
 
     @nn.compact
     def __call__(
@@ -120,5 +135,5 @@ class PoseRefiner(nn.Module):
         x = jnp.concatenate(
             [params, features, joints3d.reshape(batch, -1), j2d.reshape(batch, -1)], axis=-1
         )
-        delta = nn.Dense(2 * NUM_JOINTS, kernel_init=_small_init(self.init_scale), name="dense")(x)
+        delta = _dense_head(x, 2 * NUM_JOINTS, self.hidden, self.init_scale)
         return denormalize_joints2d(j2d + delta.reshape(batch, NUM_JOINTS, 2), self.crop_size)
