@@ -15,7 +15,9 @@ that arrays need and nothing that computes, allocates on request or calls back:
   arrays), evaluated exactly as chumpy does, without chumpy: ``Ch.r`` is
   ``asarray(atleast_1d(x), float64)``; ``Select.r`` is ``a.r.ravel()[idxs]`` reshaped to
   ``preferred_shape``, ``a`` being a ``Ch``, a ``Select`` or a plain array. Any other
-  chumpy node is refused, naming the key and the node's type.
+  chumpy node is refused, naming the key and the node's type: it becomes a
+  :class:`RefusedValue`, which raises that error when used as an array (so a key that
+  nobody reads does not stop the rest of the file from loading).
 
 Any other global is refused before anything runs (:class:`UnsafePickleError`). Errors
 name the file and the key path (``MANO_RIGHT.pkl['shapedirs']``).
@@ -299,10 +301,26 @@ def evaluate_chumpy(node: ChumpyNode, where: str, _seen: frozenset = frozenset()
 # ----------------------------------------------------------------------------- loading
 
 
+class RefusedValue:
+    """A pickled value handfit cannot evaluate; using it as an array raises why."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+    def __array__(self, dtype=None, copy=None):
+        raise UnsafePickleError(self.message)
+
+    def __repr__(self) -> str:
+        return f"<refused: {self.message}>"
+
+
 def _to_plain(obj: Any, where: str) -> Any:
     """Replaces stand-ins by numpy arrays and valid scipy matrices, through containers."""
     if isinstance(obj, ChumpyNode):
-        return evaluate_chumpy(obj, where)
+        try:
+            return evaluate_chumpy(obj, where)
+        except UnsafePickleError as e:
+            return RefusedValue(str(e))
     if isinstance(obj, PickledSparse):
         return sparse_from_state(obj, where)
     if isinstance(obj, dict):

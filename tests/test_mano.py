@@ -311,6 +311,26 @@ def test_the_released_pickle_format_loads_as_the_same_arrays_in_npz(tmp_path, mo
     np.testing.assert_array_equal(mano.forward(loaded, pose, shape).vertices, want)
 
 
+def test_a_chumpy_expression_is_refused_where_it_is_used(tmp_path, monkeypatch):
+    """Only Ch and Select are evaluated; another chumpy node in a key that the model uses is
+    an error naming the key and the node type (one in an unused key is left alone)."""
+    model = mano.open_hand()
+    arrays = _released_format(model)
+    arrays["J"] = fp.ChumpyAdd(fp.Ch(np.ones(3)), fp.Ch(np.ones(3)))  # not read by handfit
+    fp.register_chumpy(monkeypatch)
+    ok = fp.dumps_py2(arrays)
+    arrays["weights"] = fp.ChumpyAdd(arrays["weights"], fp.Ch(np.zeros(1)))
+    refused = fp.dumps_py2(arrays)
+    monkeypatch.undo()
+    (tmp_path / "MANO_RIGHT.pkl").write_bytes(ok)
+    mano.load(tmp_path / "MANO_RIGHT.pkl", fingertip_ids=model.fingertip_ids)
+    (tmp_path / "MANO_RIGHT.pkl").write_bytes(refused)
+    with pytest.raises(
+        ValueError, match=r"MANO_RIGHT.pkl\['weights'\]: chumpy node chumpy.ch_ops.add"
+    ):
+        mano.load(tmp_path / "MANO_RIGHT.pkl", fingertip_ids=model.fingertip_ids)
+
+
 def test_a_protocol_0_pickle_of_chumpy_arrays_loads(tmp_path, monkeypatch):
     """Protocols 0 and 1 create objects through copy_reg._reconstructor(cls, object, None)."""
     model = mano.open_hand()
