@@ -581,7 +581,13 @@ class FreiHANDEval:
         s, R, t = trafo
         return s * points @ R.T + t
 
-    def add(self, pred_joints, gt_joints, pred_verts=None, gt_verts=None) -> None:
+    def add(
+        self,
+        pred_joints: np.ndarray,
+        gt_joints: np.ndarray,
+        pred_verts: np.ndarray | None = None,
+        gt_verts: np.ndarray | None = None,
+    ) -> None:
         pred_joints = np.asarray(pred_joints, np.float64).reshape(-1, skeleton.NUM_JOINTS, 3)
         gt_joints = np.asarray(gt_joints, np.float64).reshape(pred_joints.shape)
         self.joints.feed(gt_joints * 1000.0, pred_joints * 1000.0)

@@ -59,8 +59,6 @@ class _PickledObject:
         return super().__new__(cls)
 
     def __setstate__(self, state) -> None:
-        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):
-            state = {**(state[0] or {}), **state[1]}  # (dict, slots) form
         self.state = state if isinstance(state, dict) else {"<state>": state}
 
 
