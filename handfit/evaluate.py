@@ -11,7 +11,9 @@ same workdir overwrites it):
 * ``pck_<dataset>.png``: 3D PCK over 20-50 mm with the paper's AUC where it has one
   (:data:`REFERENCE_AUC`: RHD, STB, Dexter+Object);
 * ``samples/``: for the first ``config.eval.num_samples`` examples of each test set, an
-  overlay PNG (rendered mask, skeleton, mesh outline) and the meshes (.obj).
+  overlay PNG (rendered mask, skeleton, mesh outline) and the meshes (.obj);
+* ``freihand_submission/pred.json`` and ``pred.zip``: on FreiHAND's evaluation split, the
+  benchmark's submission (:func:`write_freihand_submission`).
 
 Scored outputs ("variants"), all of the same examples under the same protocols:
 
@@ -27,12 +29,16 @@ Protocols (datasets.md §5, ``handfit.metrics``): 3D joints under ``config.eval.
 (default Zimmermann & Brox's: ground-truth root and reference-bone scale, which is how
 Eq. 8's normalisation is undone at test time) with PCK/AUC over 20-50 mm; Dexter+Object
 by its fingertip protocol; datasets with ground-truth meshes (FreiHAND, synthetic) also by
-FreiHAND's Procrustes errors and F-scores; 2D PCK (0-30 px) of the CPM's joints j2D(0),
-the refiner's j2D(T) and each variant's projected joints; the rendered mask (hard
-rasteriser at the crop's resolution) against the ground-truth mask where there is one.
-When a dataset's joint 0 is STB's palm centre, the prediction's joint 0 is its palm
-centre too: the midpoint of its wrist and ring MCP (the inverse of
-``handfit.data.stb.palm_to_wrist``).
+FreiHAND's official eval.py scores (:class:`metrics.FreiHANDEval`); 2D PCK (0-30 px) of the
+CPM's joints j2D(0), the refiner's j2D(T) and each variant's projected joints, in crop
+pixels (``pose2d``) and in the dataset image's pixels as hand3d's eval2d.py
+(``pose2d_image``); the rendered mask (hard rasteriser at the crop's resolution) against
+the ground-truth mask where there is one. Non-finite predictions are misses, counted in
+each result (``nonfinite_predictions``) and reported on the console.
+When a dataset's joint 0 is a palm point, the prediction's joint 0 is that palm point
+too (:func:`palm_centre`): STB's palm centre is the midpoint of wrist and ring MCP (the
+inverse of ``handfit.data.stb.palm_to_wrist``), RHD's palm (``root='palm'``) that of wrist
+and middle MCP, as in hand3d.
 
 ``config.eval.workdirs`` compares several runs: each is evaluated as above (its report in
 its own ``eval/``), and ``<workdir>/eval/`` receives ``comparison.md``, ``comparison.json``
@@ -44,6 +50,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -75,27 +82,43 @@ PCK3D_RANGE_MM = (20.0, 50.0)
 # ----------------------------------------------------------------------------- scoring
 
 
-def palm_centre(joints: np.ndarray) -> np.ndarray:
-    """Canonical joints ``[..., 21, 3]`` with joint 0 moved from the wrist to STB's palm centre.
+# The joint that a dataset's palm point (its joint 0) averages with the wrist: RHD's palm as
+# hand3d defines it (data/BinaryDbReader.py: 0.5 * (wrist + middle MCP), handfit.data.rhd's
+# root='palm'); STB's palm centre, the midpoint of wrist and ring MCP (the inverse of
+# handfit.data.stb.palm_to_wrist).
+PALM_PARTNER = {
+    "rhd": skeleton.JOINT_NAMES.index("middle_mcp"),
+    "stb": skeleton.JOINT_NAMES.index("ring_mcp"),
+}
 
-    The inverse of ``handfit.data.stb.palm_to_wrist``: the midpoint of wrist and ring MCP.
+
+def palm_centre(joints: np.ndarray, dataset: str) -> np.ndarray:
+    """Canonical joints ``[..., 21, 3]`` with joint 0 moved from the wrist to ``dataset``'s palm.
+
+    The midpoint of the wrist and :data:`PALM_PARTNER` (RHD: middle MCP; STB: ring MCP).
     """
+    if dataset not in PALM_PARTNER:
+        raise ValueError(
+            f"{dataset}: joint 0 is labelled as a palm point, but handfit knows the palm "
+            f"point of {sorted(PALM_PARTNER)} only"
+        )
     out = np.array(joints, np.float64, copy=True)
-    out[..., 0, :] = (out[..., 0, :] + out[..., 13, :]) / 2.0
+    out[..., 0, :] = (out[..., 0, :] + out[..., PALM_PARTNER[dataset], :]) / 2.0
     return out
 
 
 def dataset_joints(
-    joints3d: np.ndarray, joints2d: np.ndarray, K: np.ndarray, joint0: str
+    joints3d: np.ndarray, joints2d: np.ndarray, K: np.ndarray, joint0: str, *, dataset: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """A prediction's joints as the dataset labels them: ``[B, 21, 3]``, ``[B, 21, 2]``.
 
-    With ``joint0='palm'`` (STB) joint 0 becomes the palm centre (:func:`palm_centre`), in
-    3D and, projected with the crops' ``K [B, 3, 3]``, in 2D; with 'wrist' nothing changes.
+    With ``joint0='palm'`` (STB; RHD read with ``root='palm'``) joint 0 becomes
+    ``dataset``'s palm point (:func:`palm_centre`), in 3D and, projected with the crops'
+    ``K [B, 3, 3]``, in 2D; with 'wrist' nothing changes.
     """
     if joint0 != "palm":
         return joints3d, joints2d
-    joints3d = palm_centre(joints3d)
+    joints3d = palm_centre(joints3d, dataset)
     joints2d = np.array(joints2d, copy=True)
     joints2d[:, 0] = [example.project(p, k) for p, k in zip(joints3d[:, 0], K, strict=True)]
     return joints3d, joints2d
@@ -105,8 +128,9 @@ class Pose3DScore:
     """A dataset's 3D joint score: :class:`metrics.DexterEval` for Dexter+Object, else
     :class:`metrics.PoseEval3D` under ``protocol`` with PCK over 20-50 mm.
 
-    ``add(pred, gt, visible)``: metres ``[B, 21, 3]`` and ``[B, 21]``; unlabelled joints
-    (``visible`` False) are ignored.
+    ``add(pred, gt, visible, examples, labelled)``: metres ``[B, 21, 3]`` and ``[B, 21]``;
+    joints not ``visible`` are not scored; ``examples`` ``[B]`` names hands in errors;
+    ``labelled`` ``[B, 21]``: joints with 3D ground truth (the pipeline zero-fills the others).
     """
 
     def __init__(self, dataset: str, *, protocol: str, steps: int):
@@ -115,14 +139,21 @@ class Pose3DScore:
         if self.dexter:
             self.eval = metrics.DexterEval(lo, hi, steps)
         else:
-            self.eval = metrics.PoseEval3D(protocol, lo, hi, steps)
+            self.eval = metrics.PoseEval3D(protocol, lo, hi, steps, dataset=dataset)
 
-    def add(self, pred: np.ndarray, gt: np.ndarray, visible: np.ndarray) -> None:
+    def add(
+        self,
+        pred: np.ndarray,
+        gt: np.ndarray,
+        visible: np.ndarray,
+        examples: Sequence[str] | None = None,
+        labelled: np.ndarray | None = None,
+    ) -> None:
         pred = np.asarray(pred, np.float64)
         if self.dexter:
             self.eval.add(pred, np.where(np.asarray(visible)[..., None], gt, np.nan))
         else:
-            self.eval.add(pred, gt, visible)
+            self.eval.add(pred, gt, visible, examples, labelled)
 
     def result(self) -> dict:
         """The evaluator's result; ``auc`` is the AUC over 20-50 mm, ``pck`` its curve."""
@@ -206,15 +237,59 @@ def _pad(array: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([array, np.repeat(array[-1:], extra, 0)]) if extra else array
 
 
-def _gt_vertices(source, start: int, mirrored: np.ndarray) -> np.ndarray:
-    """Ground-truth vertices ``[B, V, 3]`` of records ``start..``, mirrored as the pipeline did.
-
-    At evaluation the pipeline only mirrors (left hands, ``x -> -x``); it never rotates.
-    """
-    verts = [np.asarray(source[start + i]["vertices"], np.float64) for i in range(len(mirrored))]
+def _unmirror(points: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
+    """``points [B, N, 3]`` with the pipeline's mirroring (``x -> -x``) applied where
+    ``mirrored [B]``: at evaluation the pipeline only mirrors (left hands), it never rotates,
+    so this maps between the dataset's camera frame and the crops' (both ways)."""
+    points = np.asarray(points, np.float64)
     return np.stack(
-        [v @ pipeline.MIRROR.T if m else v for v, m in zip(verts, mirrored, strict=True)]
+        [p @ pipeline.MIRROR.T if m else p for p, m in zip(points, mirrored, strict=True)]
     )
+
+
+def _gt_vertices(records: Sequence[Mapping], mirrored: np.ndarray) -> np.ndarray:
+    """Ground-truth vertices ``[B, V, 3]`` of ``records``, mirrored as the pipeline did."""
+    return _unmirror(np.stack([np.asarray(r["vertices"]) for r in records]), mirrored)
+
+
+def image_pixels_per_crop_pixel(records: Sequence[Mapping], K_crop: np.ndarray) -> np.ndarray:
+    """``[B]``: dataset-image pixels per crop pixel (the crop is a scaled, shifted window).
+
+    ``K_crop [B, 3, 3]`` is the crop's ``crop @ K`` (mirroring keeps the focal length), so
+    the ratio of focal lengths is the crop's scale. hand3d's eval2d.py scores 2D joints in
+    the dataset image's pixels; distances in crop pixels times this are those.
+    """
+    K = np.stack([np.asarray(r["K"], np.float64) for r in records])
+    return K[:, 0, 0] / np.asarray(K_crop, np.float64)[:, 0, 0]
+
+
+def write_freihand_submission(
+    directory: str, sample_ids: Sequence[str], joints3d: np.ndarray, vertices: np.ndarray
+) -> dict:
+    """Writes FreiHAND's ``pred.json`` and ``pred.zip`` (holding it) for the benchmark server.
+
+    The format of the official toolbox's pred.py ``dump``: ``[xyz, verts]``, ``xyz`` one
+    ``[21, 3]`` list per evaluation sample (FreiHAND's joint order, handfit's canonical),
+    ``verts`` one ``[V, 3]`` list, in the order of the evaluation images (sorted by the
+    sample ids ``evaluation/%08d``); metres in the camera frame, rounded to 1e-6 m.
+    ``joints3d [N, 21, 3]``, ``vertices [N, V, 3]``. Returns what was written.
+    """
+    index = [int(str(s).rsplit("/", 1)[-1].split()[0]) for s in sample_ids]
+    if sorted(index) != list(range(len(index))):
+        raise ValueError(
+            f"FreiHAND submission: the samples are not evaluation images 0..{len(index) - 1} "
+            f"(first ids: {list(sample_ids)[:3]})"
+        )
+    order = np.argsort(index)
+    pred = [np.round(np.asarray(a, np.float64)[order], 6).tolist() for a in (joints3d, vertices)]
+    os.makedirs(directory, exist_ok=True)
+    json_path = os.path.join(directory, "pred.json")
+    with open(json_path, "w") as f:
+        json.dump(pred, f)
+    zip_path = os.path.join(directory, "pred.zip")
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(json_path, "pred.json")
+    return {"pred_json": json_path, "zip": zip_path, "samples": len(index)}
 
 
 def _jsonable(value):
@@ -241,6 +316,7 @@ def _evaluate_dataset(
     """Scores every variant on test set ``name``; writes its PCK plot and samples."""
     ev = config.eval
     source = builders.config_source(config, name, train=False)
+    split_size = len(source)
     if ev.max_examples > 0 and ev.max_examples < len(source):
         source = _Head(source, ev.max_examples)
     first = source[0]
@@ -251,7 +327,11 @@ def _evaluate_dataset(
     network2d = ["cpm", "refiner"] + (["refined_target"] if "refined" in variants else [])
     pose2d = {k: metrics.PoseEval2D() for k in network2d}
     pose2d.update({f"{v}_projected": metrics.PoseEval2D() for v in variants})
+    pose2d_image = {k: metrics.PoseEval2D(frame="image") for k in pose2d}
     seg = {v: metrics.SegmentationEval() for v in variants}
+    # FreiHAND's evaluation split: the submission (refined if refinement is on, else network).
+    submit = ("refined" if "refined" in variants else "network") if name == "freihand" else None
+    submission: dict[str, list] = {"ids": [], "joints3d": [], "vertices": []}
     samples_dir = os.path.join(out_dir, "samples")
     os.makedirs(samples_dir, exist_ok=True)
     batches = pipeline.dataset(
@@ -264,19 +344,31 @@ def _evaluate_dataset(
         outputs = jax.device_get(predict(variables, images, K))
         pred, joints2d = jax.tree.map(functools.partial(_first, m), outputs)
         visible, has_mask = batch["visible"], batch["has_mask"]
-        gt_verts = _gt_vertices(source, start, batch["mirrored"]) if has_vertices else None
+        records = [source[start + i] for i in range(m)]
+        ids = [_text(r["sample_id"]) for r in records]
+        labelled = np.stack(
+            [np.isfinite(np.asarray(r["joints3d"], float)).all(-1) for r in records]
+        )
+        image_px = image_pixels_per_crop_pixel(records, batch["K"])
+        gt_verts = _gt_vertices(records, batch["mirrored"]) if has_vertices else None
         for v in variants:
             pred[v]["joints3d"], pred[v]["joints2d"] = dataset_joints(
-                pred[v]["joints3d"], pred[v]["joints2d"], batch["K"], joint0
+                pred[v]["joints3d"], pred[v]["joints2d"], batch["K"], joint0, dataset=name
             )
-            pose3d[v].add(pred[v]["joints3d"], batch["joints3d"], visible)
+            pose3d[v].add(pred[v]["joints3d"], batch["joints3d"], visible, ids, labelled)
             if has_vertices:
                 mesh[v].add(pred[v]["joints3d"], batch["joints3d"], pred[v]["vertices"], gt_verts)
-            pose2d[f"{v}_projected"].add(pred[v]["joints2d"], batch["joints2d"], visible)
+            for evals, scale in ((pose2d, None), (pose2d_image, image_px)):
+                evals[f"{v}_projected"].add(pred[v]["joints2d"], batch["joints2d"], visible, scale)
             if has_mask.any():
                 seg[v].add(pred[v]["mask"][has_mask], batch["mask"][has_mask])
         for k in network2d:
             pose2d[k].add(joints2d[k], batch["joints2d"], visible)
+            pose2d_image[k].add(joints2d[k], batch["joints2d"], visible, image_px)
+        if submit:
+            submission["ids"] += ids
+            for key in ("joints3d", "vertices"):
+                submission[key].append(_unmirror(pred[submit][key], batch["mirrored"]))
         for i in range(max(0, min(m, ev.num_samples - start))):
             _write_sample(samples_dir, f"{name}_{start + i:03d}", batch, i, pred, hand, variants)
         start += m
@@ -285,7 +377,26 @@ def _evaluate_dataset(
         "joint0": joint0,
         "pose3d": {v: pose3d[v].result() for v in variants},
         "pose2d": {k: e.result() for k, e in pose2d.items()},
+        "pose2d_image": {k: e.result() for k, e in pose2d_image.items()},
     }
+    nonfinite = {
+        v: r["nonfinite_predictions"]
+        for v, r in result["pose3d"].items()
+        if r["nonfinite_predictions"]
+    }
+    if nonfinite:
+        print(f"{name}: non-finite predicted joints, scored as misses: {nonfinite}")
+    if submit:
+        result["submission"] = write_freihand_submission(
+            os.path.join(out_dir, "freihand_submission"),
+            submission["ids"],
+            np.concatenate(submission["joints3d"]),
+            np.concatenate(submission["vertices"]),
+        ) | {"variant": submit, "hand_model": hand.name, "complete": start == split_size}
+        print(
+            f"freihand: wrote {result['submission']['zip']} ({VARIANTS[submit]}, {start} of "
+            f"{split_size} samples, hand model {hand.name})"
+        )
     if mesh:
         result["mesh"] = {v: e.result() for v, e in mesh.items()}
     if seg[variants[0]].counts:
@@ -370,6 +481,28 @@ def _table(runs: Mapping[str, dict], hand_name: str, protocol_note: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _image_2d_table(runs: Mapping[str, dict]) -> str:
+    """2D PCK AUC in the dataset images' pixels: the numbers that compare with published ones."""
+    columns = {
+        **JOINTS2D,
+        **{f"{v}_projected": f"{label} (projected)" for v, label in VARIANTS.items()},
+    }
+    lines = [
+        "",
+        "2D PCK AUC over 0-30 px in the dataset image's pixels, as hand3d's eval2d.py scores "
+        "(the 2D numbers above are in crop pixels):",
+        "",
+        "| workdir | dataset | " + " | ".join(columns.values()) + " |",
+        "|---|---|" + "---|" * len(columns),
+    ]
+    for workdir, run in runs.items():
+        for name, res in run["datasets"].items():
+            aucs = [res["pose2d_image"].get(k, {}).get("auc") for k in columns]
+            cells = ["-" if a is None else f"{a:.3f}" for a in aucs]
+            lines.append(f"| {workdir} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _protocol_note(protocol: str) -> str:
     notes = {
         "zimmermann": "protocol 'zimmermann' (ground-truth root and reference-bone scale)",
@@ -417,6 +550,7 @@ def evaluate_workdir(
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(_jsonable(run), f, indent=1)
     table = _table({run["workdir"]: run}, hand.name, _protocol_note(config.eval.protocol))
+    table += _image_2d_table({run["workdir"]: run})
     metrics_log = os.path.join(workdir, "metrics.jsonl")
     if os.path.exists(metrics_log):  # the training run's learning curves, up to its end
         viz.learning_curves_png(

@@ -17,12 +17,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.sparse
 
 from handfit import geometry, safe_pickle, skeleton
 
@@ -112,6 +114,40 @@ def _check(cond: bool, where: str, msg: str) -> None:
         raise ValueError(f"{where}: {msg}")
 
 
+def _check_finite(array: np.ndarray, key: str, where: str) -> None:
+    if not np.all(np.isfinite(array)):
+        first = np.argwhere(~np.isfinite(array))[0].tolist()
+        raise ValueError(f"{where}: {key} holds NaN or inf (first at index {first})")
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` (numeric and text arrays only; nothing is unpickled)."""
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path}: not an .npz archive (a zip of .npy arrays, as numpy.savez writes); "
+            "for the official MANO_*.pkl files keep the .pkl name"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {}
+            for key in z.files:
+                try:
+                    arrays[key] = z[key]
+                except ValueError as e:  # object arrays: numpy would need to unpickle them
+                    what = (
+                        "holds Python objects (dtype object)"
+                        if "allow_pickle" in str(e)
+                        else "is not a readable .npy array"
+                    )
+                    raise ValueError(
+                        f"{path}: array {key!r} {what}; a hand model .npz may hold numeric and "
+                        "text arrays only"
+                    ) from None
+            return arrays
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable .npz archive ({e})") from e
+
+
 def from_arrays(
     arrays: dict,
     *,
@@ -141,11 +177,18 @@ def from_arrays(
     _check(
         not missing, where, f"not a MANO model: missing keys {missing} (expected {list(required)})"
     )
-    j_reg = arrays["J_regressor"]
-    j_reg = np.asarray(j_reg.todense() if hasattr(j_reg, "todense") else j_reg, np.float32)
     v = np.asarray(arrays["v_template"], np.float32)
     _check(v.ndim == 2 and v.shape[1] == 3, where, f"v_template must be [V, 3], got {v.shape}")
     n_v = v.shape[0]
+    j_reg = arrays["J_regressor"]
+    if scipy.sparse.issparse(j_reg):  # checked before densifying: a shape may ask for TiBs
+        _check(
+            j_reg.shape == (NUM_JOINTS, n_v),
+            where,
+            f"J_regressor must have shape [{NUM_JOINTS}, {n_v}] (V={n_v}), got {list(j_reg.shape)}",
+        )
+        j_reg = j_reg.toarray()
+    j_reg = np.asarray(j_reg, np.float32)
     shapedirs = np.asarray(arrays["shapedirs"], np.float32)
     posedirs = np.asarray(arrays["posedirs"], np.float32)
     weights = np.asarray(arrays["weights"], np.float32)
@@ -165,6 +208,16 @@ def from_arrays(
         want = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
         _check(ok, where, f"{key} must have shape {want} (V={n_v}), got {list(arr.shape)}")
     _check(faces.min() >= 0 and faces.max() < n_v, where, f"f holds vertex ids outside [0, {n_v})")
+    for key, arr in [
+        ("v_template", v),
+        ("shapedirs", shapedirs),
+        ("posedirs", posedirs),
+        ("J_regressor", j_reg),
+        ("weights", weights),
+        ("hands_components", comps),
+        ("hands_mean", mean),
+    ]:
+        _check_finite(arr, key, where)
     kintree = np.asarray(arrays["kintree_table"]).astype(np.int64)
     _check(
         kintree.shape == (2, NUM_JOINTS),
@@ -203,6 +256,7 @@ def from_arrays(
             where,
             f"joint_frames must be [15, 3, 3], got {frames.shape}",
         )
+        _check_finite(frames, "joint_frames", where)
     if limits is not None:
         limits = np.asarray(limits, np.float32)
         _check(
@@ -210,6 +264,7 @@ def from_arrays(
             where,
             f"joint_limits must be [15, 3, 2], got {limits.shape}",
         )
+        _check_finite(limits, "joint_limits", where)
     if name is None:
         name = str(np.asarray(arrays["name"])) if "name" in arrays else Path(where).name
     return HandModel(
@@ -265,8 +320,7 @@ def load(
             "to use handfit's open hand model."
         )
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        arrays = _read_npz(path)
     else:
         arrays = safe_pickle.load(path)
         if not isinstance(arrays, dict):

@@ -5,26 +5,37 @@ reported errors are in millimetres (3D) or pixels (2D). Every result dict names
 the protocol it was computed under (``'protocol'``), so a number is never shown
 without it.
 
-PCK/AUC/EPE follow hand3d's ``EvalUtil``: per-keypoint Euclidean errors of
-visible keypoints only; ``PCK(t) = mean(d <= t)`` over ``thresholds =
+PCK/AUC/EPE follow hand3d's ``EvalUtil`` (utils/general.py): per-keypoint Euclidean
+errors of visible keypoints only; ``PCK(t) = mean(d <= t)`` over ``thresholds =
 linspace(min, max, steps)``; per-keypoint ``AUC = trapz(pck, t) / trapz(1, t)``
 averaged over the keypoints that have any data; "EPE mean" = mean over keypoints
 of each keypoint's mean error, "EPE median" = mean over keypoints of each
-keypoint's median error.
+keypoint's median error. A visible keypoint whose prediction is NaN or inf is a
+miss: its error is infinite (hand3d stores NaN, which no threshold counts either),
+and results count such keypoints (``nonfinite_predictions``). A visible keypoint
+whose ground truth is not finite is an error.
 
 3D alignment protocols (:data:`PROTOCOLS`), applied per hand before the errors:
 
-* ``'zimmermann'`` (default; Zimmermann & Brox): both hands made relative to
-  joint 0 (the root as the dataset defines it: STB's palm centre; RHD's wrist,
-  or hand3d's palm with ``RHD(root='palm')``); the prediction is scaled so its
+* ``'zimmermann'`` (default; Zimmermann & Brox, hand3d's eval3d.py): both hands made
+  relative to joint 0 (the root as the dataset defines it: STB's palm centre; RHD's
+  wrist, or hand3d's palm with ``RHD(root='palm')``); the prediction is scaled so its
   reference bone (middle MCP-PIP) equals the ground truth's, then placed at the
-  ground-truth root. Ground-truth root and scale are assumed. The root joint is
-  scored (its error is 0), as in hand3d.
+  ground-truth root. Ground-truth root and scale are assumed: a hand whose
+  ground-truth root or reference-bone joints are unlabelled or not finite is an error
+  naming the dataset, the example and the joint. The root joint is scored (its error
+  is 0), as in hand3d.
 * ``'mcp'``: the same with the middle MCP (joint 9) as root.
-* ``'procrustes'``: similarity (rotation, translation, uniform scale) alignment
-  of the prediction to the ground truth over the visible joints.
+* ``'procrustes'``: similarity (proper rotation, translation, uniform scale) alignment
+  of the prediction to the ground truth over the visible joints; a hand with a
+  non-finite prediction there cannot be aligned and misses on every joint.
 * ``'root'``: root-relative at joint 0 without rescaling (metric-scale predictions).
 * ``'none'``: no alignment (absolute camera-frame errors).
+
+FreiHAND (:class:`FreiHANDEval`) is scored as its official ``eval.py`` does
+(lmb-freiburg/freihand): each sample aligned by ``align_w_scale`` (orthogonal
+Procrustes, reflections allowed) or, with ``alignment='proper'``, by the proper-rotation
+similarity above.
 """
 
 from __future__ import annotations
@@ -80,21 +91,55 @@ def procrustes_align(
     """``pred`` ``[..., N, D]`` similarity-aligned to ``gt`` ``[..., N, D]`` (per leading index).
 
     ``weights`` ``[..., N]`` restricts the fit (e.g. to visible joints); every point
-    of ``pred`` is transformed.
+    of ``pred`` is transformed. A sample whose prediction is not finite at a weighted
+    point has no alignment: its output is all NaN.
     """
     pred = np.asarray(pred, np.float64)
     gt = np.asarray(gt, np.float64)
     lead = pred.shape[:-2]
     flat_p = pred.reshape((-1,) + pred.shape[-2:])
     flat_g = gt.reshape((-1,) + gt.shape[-2:])
-    flat_w = None if weights is None else np.asarray(weights).reshape(-1, pred.shape[-2])
-    out = np.empty_like(flat_p)
+    flat_w = (
+        np.ones(flat_p.shape[:2])
+        if weights is None
+        else np.asarray(weights, np.float64).reshape(-1, pred.shape[-2])
+    )
+    out = np.full_like(flat_p, np.nan)
     for i in range(len(flat_p)):
-        s, R, t = similarity_transform(
-            flat_p[i], flat_g[i], None if flat_w is None else flat_w[i], scale=scale
-        )
+        if not np.isfinite(flat_p[i][flat_w[i] > 0]).all():
+            continue
+        s, R, t = similarity_transform(flat_p[i], flat_g[i], flat_w[i], scale=scale)
         out[i] = s * flat_p[i] @ R.T + t
     return out.reshape(lead + pred.shape[-2:])
+
+
+def _check_reference_joints(
+    gt: np.ndarray,
+    labelled: np.ndarray | None,
+    joints: Sequence[int],
+    protocol: str,
+    dataset: str,
+    examples: Sequence | None,
+) -> None:
+    """Raises ValueError naming the dataset, example and joint if a needed gt joint is missing.
+
+    ``gt`` ``[B, J, 3]``; a joint is missing when not finite or not ``labelled`` ``[B, J]``.
+    """
+    ok = np.isfinite(gt[:, joints]).all(-1)
+    if labelled is not None:
+        ok &= np.asarray(labelled, bool)[:, joints]
+    if ok.all():
+        return
+    b, j = np.argwhere(~ok)[0]
+    example = f"example {b}" if examples is None else f"example {examples[b]}"
+    joint = joints[j]
+    state = "not finite" if not np.isfinite(gt[b, joint]).all() else "unlabelled"
+    raise ValueError(
+        f"{dataset or 'dataset'}: {example}: ground-truth joint {joint} "
+        f"({skeleton.JOINT_NAMES[joint]}) is {state}; protocol {protocol!r} takes the "
+        "ground-truth root and reference bone (middle MCP-PIP) of every hand, so each must be "
+        "labelled (or choose protocol 'procrustes', 'root' or 'none')"
+    )
 
 
 def align(
@@ -102,11 +147,19 @@ def align(
     gt: np.ndarray,
     visible: np.ndarray | None = None,
     protocol: str = "zimmermann",
+    *,
+    labelled: np.ndarray | None = None,
+    dataset: str = "",
+    examples: Sequence | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Aligns ``pred`` to ``gt`` (both ``[B, 21, 3]``) under a named protocol.
 
     Returns ``(pred_aligned, gt_used)``, both ``[B, 21, 3]``, whose per-joint
-    distances are the protocol's errors.
+    distances are the protocol's errors. ``visible`` ``[B, 21]``: the joints Procrustes
+    fits. ``labelled`` ``[B, 21]``: joints that have 3D ground truth (default: the finite
+    ones; pass it where unlabelled joints were zero-filled); the protocols that take the
+    ground-truth root and reference bone need those labelled. ``dataset`` and
+    ``examples`` (``[B]`` names) only name a hand in errors.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
@@ -120,6 +173,15 @@ def align(
         vis = np.ones(pred.shape[:-1]) if visible is None else np.asarray(visible, np.float64)
         return procrustes_align(pred, gt, vis), gt
     root = skeleton.MIDDLE_MCP if protocol == "mcp" else 0
+    needed = [root] + ([*skeleton.REFERENCE_BONE] if protocol in ("zimmermann", "mcp") else [])
+    _check_reference_joints(
+        gt.reshape(-1, *gt.shape[-2:]),
+        None if labelled is None else np.reshape(labelled, (-1, gt.shape[-2])),
+        list(dict.fromkeys(needed)),
+        protocol,
+        dataset,
+        examples,
+    )
     pred_rel = pred - pred[..., root : root + 1, :]
     if protocol in ("zimmermann", "mcp"):
         gt_bone = skeleton.reference_bone_length(gt)
@@ -157,23 +219,39 @@ class KeypointEval:
     def __init__(self, num_keypoints: int = skeleton.NUM_JOINTS):
         self.num_keypoints = num_keypoints
         self._errors: list[list[np.ndarray]] = [[] for _ in range(num_keypoints)]
+        self.nonfinite = 0  # visible keypoints whose error (prediction) was NaN or inf
 
     def feed_errors(self, errors: np.ndarray, visible: np.ndarray | None = None) -> None:
-        """Adds errors ``[B, K]`` (or ``[K]``); only entries with ``visible`` ``[B, K]`` count."""
+        """Adds errors ``[B, K]`` (or ``[K]``) where ``visible`` ``[B, K]``; NaN counts as inf."""
         errors = np.asarray(errors, np.float64).reshape(-1, self.num_keypoints)
         vis = (
             np.ones(errors.shape, bool)
             if visible is None
             else np.asarray(visible, bool).reshape(errors.shape)
         )
-        vis = vis & np.isfinite(errors)
+        bad = vis & ~np.isfinite(errors)
+        self.nonfinite += int(bad.sum())
+        errors = np.where(bad, np.inf, errors)
         for k in range(self.num_keypoints):
             self._errors[k].append(errors[vis[:, k], k])
 
     def feed(self, gt: np.ndarray, pred: np.ndarray, visible: np.ndarray | None = None) -> None:
-        """Adds the Euclidean distances between ``gt`` and ``pred`` ``[B, K, D]``."""
-        diff = np.asarray(gt, np.float64) - np.asarray(pred, np.float64)
-        self.feed_errors(np.sqrt((diff**2).sum(-1)), visible)
+        """Adds the Euclidean distances between ``gt`` and ``pred`` ``[B, K, D]``.
+
+        Raises ValueError if the ground truth of a visible keypoint is not finite.
+        """
+        gt, pred = np.asarray(gt, np.float64), np.asarray(pred, np.float64)
+        vis = (
+            np.ones(gt.shape[:-1], bool) if visible is None else np.asarray(visible, bool)
+        ).reshape(gt.shape[:-1])
+        bad_gt = vis & ~np.isfinite(gt).all(-1)
+        if bad_gt.any():
+            b, k = np.argwhere(bad_gt.reshape(-1, self.num_keypoints))[0]
+            raise ValueError(
+                f"ground truth of visible keypoint {k} (sample {b} of the batch) is not finite; "
+                "mark unlabelled keypoints as not visible"
+            )
+        self.feed_errors(np.sqrt(((gt - pred) ** 2).sum(-1)), vis)
 
     def errors(self, k: int) -> np.ndarray:
         """All errors of keypoint ``k`` collected so far ``[M]``."""
@@ -187,7 +265,9 @@ class KeypointEval:
     def get_measures(self, val_min: float, val_max: float, steps: int) -> dict:
         """EPE mean/median, AUC and the mean PCK curve over ``linspace(val_min, val_max, steps)``.
 
-        Keypoints without any visible error are left out, as in hand3d.
+        Keypoints without any visible error are left out, as in hand3d. Also
+        ``nonfinite_predictions``: how many of the errors were infinite (non-finite
+        predictions), each a miss at every threshold.
         """
         thresholds = np.linspace(val_min, val_max, steps)
         means, medians, aucs, curves = [], [], [], []
@@ -209,6 +289,7 @@ class KeypointEval:
             "pck": np.mean(curves, 0),
             "thresholds": thresholds,
             "per_keypoint_pck": curves,
+            "nonfinite_predictions": self.nonfinite,
         }
 
 
@@ -218,10 +299,12 @@ class KeypointEval:
 class PoseEval3D:
     """3D keypoint evaluation of RHD/STB style under a named alignment protocol.
 
-    ``add(pred, gt, visible)`` takes metres ``[B, 21, 3]``; ``result()`` gives
-    millimetres: EPE mean/median, AUC over ``(auc_min, auc_max, steps)`` mm (default
-    0-50 mm, 20 points), the AUC over 20-50 mm with the same number of points
-    (``linspace(20, 50, steps)``), and the mean PCK curve.
+    ``add(pred, gt, visible, examples, labelled)`` takes metres ``[B, 21, 3]``
+    (``examples``: ``[B]`` names for errors; ``labelled``: see :func:`align`);
+    ``result()`` gives millimetres: EPE mean/median, AUC over ``(auc_min, auc_max,
+    steps)`` mm (default 0-50 mm, 20 points), the AUC over 20-50 mm with the same number
+    of points (``linspace(20, 50, steps)``), the mean PCK curve and
+    ``nonfinite_predictions``. ``dataset`` names the data in errors.
     """
 
     def __init__(
@@ -230,19 +313,36 @@ class PoseEval3D:
         auc_min: float = 0.0,
         auc_max: float = 50.0,
         steps: int = 20,
+        *,
+        dataset: str = "",
     ):
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
-        self.protocol, self.range = protocol, (auc_min, auc_max, steps)
+        self.protocol, self.range, self.dataset = protocol, (auc_min, auc_max, steps), dataset
         self.util = KeypointEval(skeleton.NUM_JOINTS)
 
-    def add(self, pred: np.ndarray, gt: np.ndarray, visible: np.ndarray | None = None) -> None:
+    def add(
+        self,
+        pred: np.ndarray,
+        gt: np.ndarray,
+        visible: np.ndarray | None = None,
+        examples: Sequence | None = None,
+        labelled: np.ndarray | None = None,
+    ) -> None:
         pred = np.asarray(pred).reshape(-1, skeleton.NUM_JOINTS, 3)
         gt = np.asarray(gt).reshape(-1, skeleton.NUM_JOINTS, 3)
         if visible is None:
             visible = np.isfinite(gt).all(-1)
         visible = np.asarray(visible, bool).reshape(gt.shape[:2])
-        aligned, gt_used = align(pred, gt, visible, self.protocol)
+        aligned, gt_used = align(
+            pred,
+            gt,
+            visible,
+            self.protocol,
+            labelled=labelled,
+            dataset=self.dataset,
+            examples=examples,
+        )
         self.util.feed(gt_used * 1000.0, aligned * 1000.0, visible)
 
     def result(self) -> dict:
@@ -254,21 +354,40 @@ class PoseEval3D:
 
 
 class PoseEval2D:
-    """2D keypoint PCK in pixels: ``add(pred, gt, visible)`` ``[B, 21, 2]``; 0-30 px, 20 points."""
+    """2D keypoint PCK in pixels, 0-30 px with 20 points (hand3d's eval2d.py).
 
-    def __init__(self, auc_min: float = 0.0, auc_max: float = 30.0, steps: int = 20):
-        self.range = (auc_min, auc_max, steps)
+    ``add(pred, gt, visible, scale)``: pixels ``[B, 21, 2]``; ``scale`` ``[B]`` (default 1)
+    converts each sample's distances into the reported frame's pixels, for frames related
+    by a similarity (e.g. crop pixels -> dataset image pixels: image px per crop px).
+    ``frame`` labels the result: 'crop' (handfit's network input) or 'image' (the
+    dataset's image, as hand3d's eval2d.py scores and papers report).
+    """
+
+    def __init__(
+        self, auc_min: float = 0.0, auc_max: float = 30.0, steps: int = 20, *, frame: str = "crop"
+    ):
+        if frame not in ("crop", "image"):
+            raise ValueError(f"frame must be 'crop' or 'image', got {frame!r}")
+        self.range, self.frame = (auc_min, auc_max, steps), frame
         self.util = KeypointEval(skeleton.NUM_JOINTS)
 
-    def add(self, pred: np.ndarray, gt: np.ndarray, visible: np.ndarray | None = None) -> None:
-        gt = np.asarray(gt).reshape(-1, skeleton.NUM_JOINTS, 2)
+    def add(
+        self,
+        pred: np.ndarray,
+        gt: np.ndarray,
+        visible: np.ndarray | None = None,
+        scale: np.ndarray | None = None,
+    ) -> None:
+        gt = np.asarray(gt, np.float64).reshape(-1, skeleton.NUM_JOINTS, 2)
         if visible is None:
             visible = np.isfinite(gt).all(-1)
-        self.util.feed(gt, np.asarray(pred).reshape(gt.shape), visible)
+        factor = np.ones(len(gt)) if scale is None else np.asarray(scale, np.float64)
+        pred = np.asarray(pred, np.float64).reshape(gt.shape)
+        self.util.feed(gt * factor[:, None, None], pred * factor[:, None, None], visible)
 
     def result(self) -> dict:
         out = self.util.get_measures(*self.range)
-        out.update(protocol="2d", unit="px", auc_range=self.range)
+        out.update(protocol="2d", unit="px", frame=self.frame, auc_range=self.range)
         return _rename(out, "px")
 
 
@@ -336,10 +455,19 @@ class DexterEval:
 
 
 def nearest_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """For each point of ``a`` ``[N, 3]`` the distance to the nearest point of ``b`` ``[M, 3]``."""
+    """For each point of ``a`` ``[N, 3]`` the distance to the nearest point of ``b`` ``[M, 3]``.
+
+    Non-finite points are infinitely far from everything (their distance is inf, and
+    they are nobody's nearest point).
+    """
     from scipy.spatial import cKDTree
 
-    return cKDTree(np.asarray(b, np.float64)).query(np.asarray(a, np.float64))[0]
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    out = np.full(len(a), np.inf)
+    finite_a, finite_b = np.isfinite(a).all(-1), np.isfinite(b).all(-1)
+    if finite_a.any() and finite_b.any():
+        out[finite_a] = cKDTree(b[finite_b]).query(a[finite_a])[0]
+    return out
 
 
 def f_score(pred: np.ndarray, gt: np.ndarray, threshold: float) -> tuple[float, float, float]:
@@ -348,7 +476,8 @@ def f_score(pred: np.ndarray, gt: np.ndarray, threshold: float) -> tuple[float, 
     precision = fraction of pred points closer than ``threshold`` to gt; recall = fraction
     of gt points within it of pred; F = 2PR / (P + R) (0 if both are 0).
     Returns ``(f, precision, recall)``. "Within" is strict (``d < threshold``), as in
-    FreiHAND's toolbox.
+    FreiHAND's toolbox (whose ``calculate_fscore`` names the two fractions the other way
+    round; F is the same).
     """
     precision = float((nearest_distances(pred, gt) < threshold).mean())
     recall = float((nearest_distances(gt, pred) < threshold).mean())
@@ -356,61 +485,169 @@ def f_score(pred: np.ndarray, gt: np.ndarray, threshold: float) -> tuple[float, 
     return f, precision, recall
 
 
+def freihand_align(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """FreiHAND eval.py's ``align_w_scale(gt, pred)``: ``pred`` ``[N, 3]`` aligned to ``gt``.
+
+    Both centred on their means and divided by their Frobenius norms (+1e-8); the
+    orthogonal Procrustes rotation ``R`` (``scipy.linalg.orthogonal_procrustes``: a
+    reflection when that fits better) and scale ``s`` (sum of singular values) map
+    them; the result is ``pred_c / |pred_c| @ R.T * s * |gt_c| + mean(gt)``. Returns the
+    aligned points and the transform ``(R, s, |gt_c|, mean(gt) - mean(pred))`` that
+    :func:`freihand_align_by_trafo` applies.
+    """
+    from scipy.linalg import orthogonal_procrustes
+
+    t1, t2 = gt.mean(0), pred.mean(0)
+    gt_c, pred_c = gt - t1, pred - t2
+    s1 = np.linalg.norm(gt_c) + 1e-8
+    s2 = np.linalg.norm(pred_c) + 1e-8
+    R, s = orthogonal_procrustes(gt_c / s1, pred_c / s2)
+    return np.dot(pred_c / s2, R.T) * s * s1 + t1, (R, s, s1, t1 - t2)
+
+
+def freihand_align_by_trafo(points: np.ndarray, trafo: tuple) -> np.ndarray:
+    """FreiHAND eval.py's ``align_by_trafo``: the keypoints' transform applied to ``points``.
+
+    Used there for vertices when the prediction is not a 778-vertex MANO mesh. Replicated
+    as it is, although it neither divides by the keypoints' norm nor moves the points'
+    own mean by the transform: ``(p - mean(p)) @ R.T * s * s1 + (t1 - t2) + mean(p)``.
+    """
+    R, s, s1, t = trafo
+    mean = points.mean(0)
+    return np.dot(points - mean, R.T) * s * s1 + t + mean
+
+
 class FreiHANDEval:
-    """FreiHAND's metrics: PA-MPJPE, PA-MPVPE (mm), F@5mm and F@15mm, AUC over 0-50 mm, 100 points.
+    """FreiHAND's metrics as its official ``eval.py`` computes them (lmb-freiburg/freihand).
 
     ``add(pred_joints, gt_joints, pred_verts=None, gt_verts=None)``: metres,
-    ``[B, 21, 3]`` and ``[B, V, 3]``. Joints and vertices are each Procrustes-
-    aligned (similarity, proper rotation) to their ground truth per sample; F-scores
-    use the aligned vertices. Means are over all samples and points.
+    ``[B, 21, 3]`` and ``[B, V, 3]``. Per sample, as eval.py: joint errors unaligned and
+    after aligning the joints to theirs; when prediction and ground truth have the same
+    number of vertices (a MANO mesh), vertex errors unaligned and after aligning the
+    vertices to theirs; otherwise no vertex errors, and the vertices are moved by the
+    joints' transform (:func:`freihand_align_by_trafo`); F-scores at 5 and 15 mm of the
+    unaligned and of the aligned vertices. Means and AUCs (0-50 mm, 100 points) as
+    hand3d's ``EvalUtil``; errors in mm.
+
+    ``alignment``: 'official' (:func:`freihand_align`: reflections allowed; protocol
+    'freihand') or 'proper' (:func:`procrustes_align`, a proper rotation, and vertices moved
+    by the joints' exact similarity; protocol 'freihand_proper'). A sample with a
+    non-finite prediction misses everywhere (eval.py would stop on it).
+
+    ``result()`` keys, with eval.py's scores.txt names: ``mpjpe_mm``, ``mpjpe_auc``
+    (xyz_mean3d, xyz_auc3d), ``pa_mpjpe_mm``, ``pa_mpjpe_auc`` (xyz_al_*), ``mpvpe_mm``,
+    ``mpvpe_auc``, ``pa_mpvpe_mm``, ``pa_mpvpe_auc`` (mesh_*, mesh_al_*), ``f@5mm``,
+    ``f@15mm`` (f_score_5, f_score_15), ``pa_f@5mm``, ``pa_f@15mm`` (f_al_score_*); ``pck``
+    and ``thresholds_mm``: the aligned joints' curve.
     """
+
+    ALIGNMENTS = ("official", "proper")
 
     def __init__(
         self,
+        alignment: str = "official",
         auc_min: float = 0.0,
         auc_max: float = 50.0,
         steps: int = 100,
         f_thresholds_mm: Sequence[float] = (5.0, 15.0),
     ):
+        if alignment not in self.ALIGNMENTS:
+            raise ValueError(f"alignment must be one of {self.ALIGNMENTS}, got {alignment!r}")
+        self.alignment = alignment
         self.range = (auc_min, auc_max, steps)
         self.joints = KeypointEval(skeleton.NUM_JOINTS)
-        self.vertex_errors: list[np.ndarray] = []
+        self.joints_aligned = KeypointEval(skeleton.NUM_JOINTS)
+        self.mesh: KeypointEval | None = None
+        self.mesh_aligned: KeypointEval | None = None
+        self.vertex_counts: tuple[int, int] | None = None  # (pred, gt) of the first sample
         self.f_thresholds_mm = tuple(f_thresholds_mm)
         self.f_scores: list[list[float]] = []
+        self.f_scores_aligned: list[list[float]] = []
 
-    def add(self, pred_joints, gt_joints, pred_verts=None, gt_verts=None) -> None:
+    def _align(self, pred: np.ndarray, gt: np.ndarray):
+        """One sample ``[N, 3]``: (aligned prediction, transform); NaN and None if not finite."""
+        if not np.isfinite(pred).all():
+            return np.full_like(pred, np.nan), None
+        if self.alignment == "official":
+            return freihand_align(pred, gt)
+        s, R, t = similarity_transform(pred, gt)
+        return s * pred @ R.T + t, (s, R, t)
+
+    def _by_trafo(self, points: np.ndarray, trafo) -> np.ndarray:
+        if trafo is None:
+            return np.full_like(points, np.nan)
+        if self.alignment == "official":
+            return freihand_align_by_trafo(points, trafo)
+        s, R, t = trafo
+        return s * points @ R.T + t
+
+    def add(
+        self,
+        pred_joints: np.ndarray,
+        gt_joints: np.ndarray,
+        pred_verts: np.ndarray | None = None,
+        gt_verts: np.ndarray | None = None,
+    ) -> None:
         pred_joints = np.asarray(pred_joints, np.float64).reshape(-1, skeleton.NUM_JOINTS, 3)
         gt_joints = np.asarray(gt_joints, np.float64).reshape(pred_joints.shape)
-        aligned = procrustes_align(pred_joints, gt_joints)
-        self.joints.feed(gt_joints * 1000.0, aligned * 1000.0)
+        self.joints.feed(gt_joints * 1000.0, pred_joints * 1000.0)
+        aligned = [self._align(p, g) for p, g in zip(pred_joints, gt_joints, strict=True)]
+        self.joints_aligned.feed(gt_joints * 1000.0, np.stack([a for a, _ in aligned]) * 1000.0)
         if pred_verts is None:
             return
         pred_verts = np.asarray(pred_verts, np.float64).reshape(len(pred_joints), -1, 3)
-        gt_verts = np.asarray(gt_verts, np.float64).reshape(pred_verts.shape)
-        aligned_v = procrustes_align(pred_verts, gt_verts)
-        self.vertex_errors.append(
-            1000.0 * np.linalg.norm(aligned_v - gt_verts, axis=-1).reshape(-1)
-        )
-        for p, g in zip(aligned_v, gt_verts, strict=True):
+        gt_verts = np.asarray(gt_verts, np.float64).reshape(len(pred_joints), -1, 3)
+        if self.vertex_counts is None:  # eval.py's shape_is_mano, fixed by the first sample
+            self.vertex_counts = (pred_verts.shape[1], gt_verts.shape[1])
+            if pred_verts.shape[1] == gt_verts.shape[1]:
+                self.mesh = KeypointEval(gt_verts.shape[1])
+                self.mesh_aligned = KeypointEval(gt_verts.shape[1])
+        if self.mesh is not None:
+            self.mesh.feed(gt_verts * 1000.0, pred_verts * 1000.0)
+            aligned_v = np.stack([self._align(p, g)[0] for p, g in zip(pred_verts, gt_verts)])
+            self.mesh_aligned.feed(gt_verts * 1000.0, aligned_v * 1000.0)
+        else:
+            aligned_v = [self._by_trafo(p, t) for p, (_, t) in zip(pred_verts, aligned)]
+        for p, p_al, g in zip(pred_verts, aligned_v, gt_verts, strict=True):
             self.f_scores.append([f_score(p, g, t / 1000.0)[0] for t in self.f_thresholds_mm])
+            self.f_scores_aligned.append(
+                [f_score(p_al, g, t / 1000.0)[0] for t in self.f_thresholds_mm]
+            )
 
     def result(self) -> dict:
-        out = self.joints.get_measures(*self.range)
-        errors = np.concatenate([self.joints.errors(k) for k in range(skeleton.NUM_JOINTS)])
+        joints = self.joints.get_measures(*self.range)
+        aligned = self.joints_aligned.get_measures(*self.range)
         res = {
-            "protocol": "freihand_procrustes",
+            "protocol": "freihand" if self.alignment == "official" else "freihand_proper",
             "unit": "mm",
-            "pa_mpjpe_mm": float(errors.mean()),
-            "auc_joints": out["auc"],
-            "pck": out["pck"],
-            "thresholds_mm": out["thresholds"],
+            "mpjpe_mm": joints["epe_mean"],
+            "mpjpe_auc": joints["auc"],
+            "pa_mpjpe_mm": aligned["epe_mean"],
+            "pa_mpjpe_auc": aligned["auc"],
+            "pck": aligned["pck"],
+            "thresholds_mm": aligned["thresholds"],
             "auc_range": self.range,
+            "nonfinite_predictions": joints["nonfinite_predictions"],
         }
-        if self.vertex_errors:
-            res["pa_mpvpe_mm"] = float(np.concatenate(self.vertex_errors).mean())
-            mean_f = np.mean(self.f_scores, 0)
-            for t, f in zip(self.f_thresholds_mm, mean_f, strict=True):
-                res[f"f@{t:g}mm"] = float(f)
+        if self.mesh is not None:
+            mesh = self.mesh.get_measures(*self.range)
+            mesh_aligned = self.mesh_aligned.get_measures(*self.range)
+            res.update(
+                mpvpe_mm=mesh["epe_mean"],
+                mpvpe_auc=mesh["auc"],
+                pa_mpvpe_mm=mesh_aligned["epe_mean"],
+                pa_mpvpe_auc=mesh_aligned["auc"],
+            )
+        elif self.vertex_counts is not None:
+            n_pred, n_gt = self.vertex_counts
+            res["mesh_errors"] = (
+                f"not computed: predicted meshes have {n_pred} vertices, true ones {n_gt} "
+                "(eval.py reports -1); F-scores use vertices moved by the joints' transform"
+            )
+        if self.f_scores:
+            for name, scores in (("f", self.f_scores), ("pa_f", self.f_scores_aligned)):
+                for t, f in zip(self.f_thresholds_mm, np.mean(scores, 0), strict=True):
+                    res[f"{name}@{t:g}mm"] = float(f)
         return res
 
 

@@ -4,6 +4,7 @@ import os
 import pickle
 
 import fixtures_data as fx
+import fixtures_pickle as fp
 import numpy as np
 import pytest
 
@@ -119,6 +120,22 @@ def test_nan_and_truncated_pickle_are_errors(tmp_path):
         rhd.RHD(tmp_path, "training")
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(pickle.UnpicklingError, match="anno_training.pickle"):
+        rhd.RHD(tmp_path, "training")
+
+
+def test_a_python_2_pickle_loads_and_crafted_matrices_are_refused(tmp_path):
+    """RHD's annotations are a Python 2 pickle (hence latin-1); they pass safe_pickle's checks."""
+    fx.write_rhd(str(tmp_path), np.random.default_rng(4), "training", n=1)
+    path = tmp_path / "RHD_published_v2" / "training" / "anno_training.pickle"
+    with open(path, "rb") as f:
+        annos = pickle.load(f)
+    path.write_bytes(fp.dumps_py2(annos))
+    reader = rhd.RHD(tmp_path, "training")
+    np.testing.assert_array_equal(reader.xyz[0], annos[3]["xyz"])
+    np.testing.assert_array_equal(reader.K[0], annos[3]["K"])
+    annos[3]["K"] = fp.CscMatrix([1.0], [10**9], [0, 1, 1, 1], (3, 3))  # would crash on use
+    path.write_bytes(fp.dumps_py2(annos))
+    with pytest.raises(ValueError, match=r"anno_training.pickle\[3\]\['K'\]: .*outside \[0, 3\)"):
         rhd.RHD(tmp_path, "training")
 
 

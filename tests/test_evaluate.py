@@ -2,11 +2,13 @@
 
 import json
 import os
+import zipfile
 
 import fixtures_data as fx
 import jax
 import numpy as np
 import pytest
+import reference_scorers as ref
 
 from configs import default
 from handfit import checkpoint, evaluate, mano, metrics, params, render
@@ -15,6 +17,7 @@ from handfit.models import dhpe
 
 HAND = mano.open_hand()
 NUM_TEST = 5  # batch 4: one full batch and one padded one
+NUM_FREIHAND = 3  # FreiHAND evaluation images
 STB_SEQUENCES = tuple(f"B{b}{k}" for b in range(1, 7) for k in ("Counting", "Random"))
 
 
@@ -22,7 +25,8 @@ def tiny_config(data_dir):
     config = default.get_config()
     config.data.dir = str(data_dir)
     config.data.train = ()
-    config.data.test = ("synthetic", "stb", "dexter_object")  # fixtures in the real formats
+    # fixtures in the real formats
+    config.data.test = ("synthetic", "stb", "dexter_object", "freihand")
     config.data.image_size = 32
     config.data.heatmap_size = 8
     config.data.synthetic.num_train = NUM_TEST  # same shapes as the test split's
@@ -56,6 +60,8 @@ def setup(tmp_path_factory):
     rng = np.random.default_rng(0)
     fx.write_stb(manual, rng, sequences=STB_SEQUENCES, n=1)  # test: 2 frames x 2 cameras
     fx.write_dexter(manual, rng, sequences=dexter_object.SEQUENCES, n=1)
+    fx.write_freihand(manual, rng, n=1, split="training")
+    fx.write_freihand(manual, rng, n=NUM_FREIHAND, split="evaluation")
     config.data.manual_dir = manual
     builders.prepare_config(config)
     model = dhpe.from_config(config)
@@ -97,13 +103,14 @@ def test_report_files(setup):
     samples = sorted(os.listdir(os.path.join(out, "samples")))
     assert samples == [
         f"{name}_000_{v}.{ext}"
-        for name in ("dexter_object", "stb", "synthetic")
+        for name in ("dexter_object", "freihand", "stb", "synthetic")
         for v in ("network", "refined")
         for ext in ("obj", "png")
     ]
     # Refinement moved the hand (3 steps from p(T)), and no further than a few centimetres.
     moved = synth["pose3d"]["refined"]["epe_mean_mm"] - synth["pose3d"]["network"]["epe_mean_mm"]
     assert 0.0 < abs(moved) < 50.0
+    assert "dataset image's pixels" in table
     with open(os.path.join(out, "samples", samples[-4])) as f:
         assert sum(line.startswith("v ") for line in f) == HAND.num_vertices
 
@@ -135,6 +142,20 @@ def test_baseline_agrees_with_direct_computation(setup, dataset):
     ev2d = metrics.PoseEval2D()
     camera = dhpe.crop_camera(batch["K"], config.data.image_size)
     ev2d.add(np.asarray(render.project(base, camera)), batch["joints2d"], visible)
+    # 2D in the dataset image's pixels (hand3d's eval2d.py): the prediction in the dataset's
+    # camera frame (the pipeline only mirrors at evaluation), projected with the image's K.
+    records = [source[i] for i in range(len(source))]
+    K_image = np.stack([r["K"] for r in records]).astype(np.float64)
+    unmirrored = np.where(batch["mirrored"][:, None, None], base * [-1.0, 1.0, 1.0], base)
+    truth3d = np.stack([r["joints3d"] for r in records]).astype(np.float64)
+
+    def project(points):
+        uvw = np.einsum("bij,bkj->bki", K_image, points)
+        with np.errstate(divide="ignore", invalid="ignore"):  # unlabelled joints: not scored
+            return uvw[..., :2] / uvw[..., 2:]
+
+    image2d = metrics.PoseEval2D(frame="image")
+    image2d.add(project(unmirrored), project(np.nan_to_num(truth3d)), visible)
     for workdir in runs:
         scored = report["runs"][workdir]["datasets"][dataset]
         assert scored["examples"] == len(source)
@@ -146,6 +167,9 @@ def test_baseline_agrees_with_direct_computation(setup, dataset):
         assert scored["pose2d"]["baseline_projected"]["auc"] == pytest.approx(
             ev2d.result()["auc"], abs=1e-6
         )
+        assert scored["pose2d_image"]["baseline_projected"]["auc"] == pytest.approx(
+            image2d.result()["auc"], abs=1e-6
+        )
         assert ("segmentation" in scored) == (dataset == "synthetic")  # only it has masks
 
 
@@ -155,9 +179,9 @@ def test_protocol_assumes_ground_truth_root_and_bone(joint0):
     gt = rng.normal(0.0, 0.04, (3, 21, 3)) + np.array([0.0, 0.0, 0.5])
     pred = 1.7 * (gt - gt[:, :1]) + np.array([0.1, -0.2, 0.9])  # wrong scale and root
     if joint0 == "palm":
-        gt = evaluate.palm_centre(gt)  # STB labels the palm centre as joint 0
+        gt = evaluate.palm_centre(gt, "stb")  # STB labels the palm centre as joint 0
     K = np.repeat(np.array([[[100.0, 0, 16], [0, 100, 16], [0, 0, 1]]]), 3, 0)
-    pred, _ = evaluate.dataset_joints(pred, np.zeros((3, 21, 2)), K, joint0)
+    pred, _ = evaluate.dataset_joints(pred, np.zeros((3, 21, 2)), K, joint0, dataset="stb")
     visible = np.ones((3, 21), bool)
     score = evaluate.Pose3DScore("stb", protocol="zimmermann", steps=20)
     score.add(pred, gt, visible)
@@ -168,6 +192,59 @@ def test_protocol_assumes_ground_truth_root_and_bone(joint0):
     wrong = evaluate.Pose3DScore("stb", protocol="zimmermann", steps=20)
     wrong.add(bent, gt, visible)
     assert wrong.result()["auc"] < 1.0
+
+
+def test_rhd_palm_root_is_scored_as_hand3d_does():
+    """RHD with root='palm' against hand3d: its palm (data/BinaryDbReader.py: 0.5 * (wrist +
+    middle MCP), RHD order) for truth and prediction, scored as eval3d.py (root-relative,
+    ground-truth bone scale) by EvalUtil (utils/general.py) over 20-50 mm.
+    """
+    rng = np.random.default_rng(2)
+    gt = np.stack([fx.make_hand(rng, 0.6) for _ in range(20)]).astype(np.float64)
+    pred = gt + rng.normal(0.0, 0.01, gt.shape)  # the network's (wrist-rooted) joints
+    gt_rhd = ref.hand3d_palm(fx.raw_from_canonical(gt, fx.RHD_RAW))
+    pred_rhd = ref.hand3d_palm(fx.raw_from_canonical(pred, fx.RHD_RAW))
+    official = ref.EvalUtil()
+    for g, p in zip(gt_rhd * 1000, pred_rhd * 1000):
+        ref.hand3d_eval3d_feed(official, g, p, bone=(12, 11))  # RHD: middle MCP 12, PIP 11
+    auc = official.get_measures(20.0, 50.0, 20)[2]
+    to_canonical = [fx.RHD_RAW.index(name) for name in fx.CANONICAL]
+    K = np.repeat(np.array([[[300.0, 0, 160], [0, 300, 160], [0, 0, 1]]]), len(gt), 0)
+    ours = {}
+    for palm_of in ("rhd", "stb"):  # STB's palm centre uses the ring MCP
+        joints, _ = evaluate.dataset_joints(pred, np.zeros((20, 21, 2)), K, "palm", dataset=palm_of)
+        score = evaluate.Pose3DScore("rhd", protocol="zimmermann", steps=20)
+        score.add(joints, gt_rhd[:, to_canonical], np.ones((20, 21), bool))
+        ours[palm_of] = score.result()["auc"]
+    assert ours["rhd"] == pytest.approx(auc, abs=1e-12)
+    assert ours["stb"] < auc - 0.01
+    with pytest.raises(ValueError, match="freihand: joint 0 is labelled as a palm point"):
+        evaluate.dataset_joints(pred, np.zeros((20, 21, 2)), K, "palm", dataset="freihand")
+
+
+def test_freihand_submission_is_scored_by_eval_py_as_in_the_report(setup):
+    """pred.json (in pred.zip) fed to FreiHAND's eval.py (re-typed in reference_scorers)
+    against the evaluation annotations gives the report's numbers: order, frame and units."""
+    _, runs, report, root = setup
+    scored = report["runs"][next(iter(runs))]["datasets"]["freihand"]
+    submission = scored["submission"]
+    assert submission["variant"] == "refined" and submission["complete"]
+    with zipfile.ZipFile(submission["zip"]) as z:
+        assert z.namelist() == ["pred.json"]
+        xyz_pred, verts_pred = json.loads(z.read("pred.json"))
+    assert np.shape(xyz_pred) == (NUM_FREIHAND, 21, 3)
+    assert np.shape(verts_pred) == (NUM_FREIHAND, HAND.num_vertices, 3)
+    annotations = root / "manual" / "FreiHAND_pub_v2"
+    xyz, verts = (
+        json.loads((annotations / f"evaluation_{name}.json").read_text())
+        for name in ("xyz", "verts")
+    )
+    official = ref.freihand_scores(xyz, verts, xyz_pred, verts_pred)
+    mesh = scored["mesh"]["refined"]
+    assert mesh["protocol"] == "freihand" and "mesh_errors" in mesh  # 777 vs 778 vertices
+    assert mesh["mpjpe_mm"] == pytest.approx(1000 * official["xyz_mean3d"], abs=1e-2)
+    assert mesh["pa_mpjpe_mm"] == pytest.approx(1000 * official["xyz_al_mean3d"], abs=1e-2)
+    assert mesh["pa_f@15mm"] == pytest.approx(official["f_al_score_15"], abs=0.02)
 
 
 def test_dexter_uses_fingertips_only():

@@ -4,8 +4,8 @@ import dataclasses
 import os
 import pickle
 import sys
-import types
 
+import fixtures_pickle as fp
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -254,62 +254,156 @@ def test_bad_arguments_name_what_was_expected():
 # Files
 
 
-def _official_style_dict(model: mano.HandModel) -> dict:
-    """The keys and types of the official MANO pickle (sparse regressor, uint32 tree)."""
+def _released_format(model: mano.HandModel, j_regressor=None) -> dict:
+    """The model as the released MANO_*.pkl holds it (Python 2, chumpy, scipy 0.x).
+
+    ``shapedirs`` is a chumpy Select of the first S of 2S directions of a Ch (the released
+    file selects 10 of 20); v_template, posedirs, weights, hands_components, hands_mean
+    are Ch; J_regressor a csc_matrix; f and kintree_table plain uint32 arrays.
+    """
     arrays = mano.to_arrays(model)
     kintree = arrays["kintree_table"].astype(np.int64)
     kintree[0, 0] = 4294967295
+    n_betas = arrays["shapedirs"].shape[-1]
+    extra = np.random.default_rng(0).normal(0, 0.01, arrays["shapedirs"].shape)
+    all_dirs = fp.Ch(np.concatenate([arrays["shapedirs"], extra], -1))
     return dict(
-        v_template=arrays["v_template"].astype(np.float64),
-        shapedirs=arrays["shapedirs"].astype(np.float64),
-        posedirs=arrays["posedirs"].astype(np.float64),
-        J_regressor=scipy.sparse.csc_matrix(arrays["J_regressor"].astype(np.float64)),
-        weights=arrays["weights"].astype(np.float64),
+        v_template=fp.Ch(arrays["v_template"]),
+        shapedirs=all_dirs[:, :, :n_betas],
+        posedirs=fp.Ch(arrays["posedirs"]),
+        J_regressor=fp.CscMatrix.from_dense(arrays["J_regressor"])
+        if j_regressor is None
+        else j_regressor,
+        weights=fp.Ch(arrays["weights"]),
         kintree_table=kintree.astype(np.uint32),
         f=arrays["f"].astype(np.uint32),
-        hands_components=arrays["hands_components"].astype(np.float64),
-        hands_mean=arrays["hands_mean"].astype(np.float64),
+        hands_components=fp.Ch(arrays["hands_components"]),
+        hands_mean=fp.Ch(arrays["hands_mean"]),
         hands_coeffs=np.zeros((10, 12)),
         bs_style="lbs",
         bs_type="lrotmin",
     )
 
 
-@pytest.fixture
-def fake_chumpy(monkeypatch):
-    """Stand-in chumpy classes registered under chumpy's module names, for writing only."""
-    ch_module = types.ModuleType("chumpy.ch")
-
-    class Ch:
-        def __init__(self, x):
-            self.x = x
-            self._dirty_vars = set()
-
-    Ch.__module__ = "chumpy.ch"
-    Ch.__qualname__ = "Ch"
-    ch_module.Ch = Ch
-    package = types.ModuleType("chumpy")
-    package.ch = ch_module
-    monkeypatch.setitem(sys.modules, "chumpy", package)
-    monkeypatch.setitem(sys.modules, "chumpy.ch", ch_module)
-    return Ch
+def _write_released(path, model, monkeypatch, **kw):
+    """Writes ``model`` in the released format, then makes chumpy unimportable again."""
+    fp.register_chumpy(monkeypatch)
+    path.write_bytes(fp.dumps_py2(_released_format(model, **kw)))
+    monkeypatch.undo()  # reading must not need chumpy
+    assert "chumpy" not in sys.modules
 
 
-@pytest.mark.parametrize("protocol", [0, 2])
-def test_loads_an_official_style_pickle_without_chumpy(tmp_path, fake_chumpy, protocol):
+def test_the_released_pickle_format_loads_as_the_same_arrays_in_npz(tmp_path, monkeypatch):
+    """The acceptance test: same vertices from the released-format .pkl and from .npz."""
     model = mano.open_hand()
-    data = _official_style_dict(model)
-    for key in ("v_template", "shapedirs", "posedirs", "weights", "hands_components", "hands_mean"):
-        data[key] = fake_chumpy(data[key])
-    path = tmp_path / "MANO_RIGHT.pkl"
-    path.write_bytes(pickle.dumps(data, protocol=protocol))
-    for name in ("chumpy", "chumpy.ch"):  # reading must not need chumpy
-        sys.modules.pop(name)
-    loaded = mano.load(path, fingertip_ids=model.fingertip_ids)
+    pkl, npz = tmp_path / "MANO_RIGHT.pkl", tmp_path / "same.npz"
+    _write_released(pkl, model, monkeypatch)
+    mano.save_npz(model, npz)
+    loaded = mano.load(pkl, fingertip_ids=model.fingertip_ids)
     assert loaded.side == "right" and loaded.name == "MANO_RIGHT.pkl"
+    from_npz = mano.load(npz)
     for field in ("v_template", "shapedirs", "posedirs", "j_regressor", "weights", "faces"):
-        np.testing.assert_allclose(getattr(loaded, field), getattr(model, field), atol=1e-7)
-    assert isinstance(loaded.v_template, np.ndarray)
+        np.testing.assert_array_equal(getattr(loaded, field), getattr(from_npz, field))
+    rng = np.random.default_rng(1)
+    pose = jnp.asarray(rng.normal(0, 0.5, (2, 45)), jnp.float32)
+    shape = jnp.asarray(rng.normal(0, 1.0, (2, 10)), jnp.float32)
+    want = mano.forward(from_npz, pose, shape).vertices
+    np.testing.assert_array_equal(mano.forward(loaded, pose, shape).vertices, want)
+
+
+def test_a_chumpy_expression_is_refused_where_it_is_used(tmp_path, monkeypatch):
+    """Only Ch and Select are evaluated; another chumpy node in a key that the model uses is
+    an error naming the key and the node type (one in an unused key is left alone)."""
+    model = mano.open_hand()
+    arrays = _released_format(model)
+    arrays["J"] = fp.ChumpyAdd(fp.Ch(np.ones(3)), fp.Ch(np.ones(3)))  # not read by handfit
+    fp.register_chumpy(monkeypatch)
+    ok = fp.dumps_py2(arrays)
+    arrays["weights"] = fp.ChumpyAdd(arrays["weights"], fp.Ch(np.zeros(1)))
+    refused = fp.dumps_py2(arrays)
+    monkeypatch.undo()
+    (tmp_path / "MANO_RIGHT.pkl").write_bytes(ok)
+    mano.load(tmp_path / "MANO_RIGHT.pkl", fingertip_ids=model.fingertip_ids)
+    (tmp_path / "MANO_RIGHT.pkl").write_bytes(refused)
+    with pytest.raises(
+        ValueError, match=r"MANO_RIGHT.pkl\['weights'\]: chumpy node chumpy.ch_ops.add"
+    ):
+        mano.load(tmp_path / "MANO_RIGHT.pkl", fingertip_ids=model.fingertip_ids)
+
+
+def test_a_protocol_0_pickle_of_chumpy_arrays_loads(tmp_path, monkeypatch):
+    """Protocols 0 and 1 create objects through copy_reg._reconstructor(cls, object, None)."""
+    model = mano.open_hand()
+    data = _released_format(model, j_regressor=scipy.sparse.csc_matrix(model.j_regressor))
+    fp.register_chumpy(monkeypatch)
+    raw = pickle.dumps(data, protocol=0)
+    monkeypatch.undo()
+    assert b"copy_reg\n_reconstructor" in raw
+    (tmp_path / "MANO_RIGHT.pkl").write_bytes(raw)
+    loaded = mano.load(tmp_path / "MANO_RIGHT.pkl", fingertip_ids=model.fingertip_ids)
+    np.testing.assert_array_equal(loaded.shapedirs, model.shapedirs)
+    np.testing.assert_array_equal(loaded.j_regressor, model.j_regressor)
+
+
+@pytest.mark.parametrize(
+    "shape, indices, indptr, message",
+    [
+        # a 5 KB file whose indices point 10**9 rows down: J_regressor.todense() segfaulted
+        (None, 10**9, None, "indices span"),
+        (None, 16, None, r"outside \[0, 16\)"),  # one past the 16 rows: wrote outside silently
+        ((10**6, 10**6), None, None, "needs 1000001 index pointers"),  # asked for 7 TiB
+        ((10**6, 777), 10**6 - 1, None, r"must have shape \[16, 777\]"),
+        (None, None, "decreasing", "never decrease"),
+    ],
+)
+def test_crafted_sparse_regressors_are_refused(
+    tmp_path, monkeypatch, shape, indices, indptr, message
+):
+    m = scipy.sparse.csc_matrix(mano.open_hand().j_regressor)
+    idx, ptr = m.indices.copy(), m.indptr.copy()
+    if indices is not None:
+        idx[3] = indices
+    if indptr is not None:
+        ptr[5] = ptr[6] + 1
+    crafted = fp.CscMatrix(m.data, idx, ptr, shape or m.shape)
+    path = tmp_path / "MANO_RIGHT.pkl"
+    _write_released(path, mano.open_hand(), monkeypatch, j_regressor=crafted)
+    with pytest.raises(ValueError, match=f"MANO_RIGHT.pkl.*J_regressor.*{message}"):
+        mano.load(path, fingertip_ids=(1, 2, 3, 4, 5))
+
+
+def test_nan_in_a_model_array_is_an_error_naming_the_key(tmp_path, monkeypatch):
+    arrays = mano.to_arrays(mano.open_hand())
+    arrays["posedirs"] = arrays["posedirs"].copy()  # not the cached model's own array
+    arrays["posedirs"][7, 1, 3] = np.nan
+    np.savez(tmp_path / "hand.npz", **arrays)
+    with pytest.raises(
+        ValueError, match=r"hand.npz: posedirs holds NaN or inf \(first at index \[7, 1, 3\]\)"
+    ):
+        mano.load(tmp_path / "hand.npz")
+    model = mano.open_hand()
+    weights = np.array(model.weights)
+    weights[2, 0] = np.nan
+    path = tmp_path / "MANO_RIGHT.pkl"
+    _write_released(path, dataclasses.replace(model, weights=weights), monkeypatch)
+    with pytest.raises(ValueError, match="MANO_RIGHT.pkl: weights holds NaN"):
+        mano.load(path, fingertip_ids=model.fingertip_ids)
+
+
+def test_npz_that_is_not_an_archive_or_holds_objects_gets_handfits_error(tmp_path):
+    not_zip = tmp_path / "MANO_RIGHT.npz"
+    not_zip.write_bytes(pickle.dumps({"v_template": np.zeros((3, 3))}))
+    with pytest.raises(ValueError, match="MANO_RIGHT.npz: not an .npz archive") as info:
+        mano.load(not_zip)
+    assert "allow_pickle" not in str(info.value)
+    arrays = mano.to_arrays(mano.open_hand())
+    arrays["hands_mean"] = np.array([{"not": "numbers"}], dtype=object)
+    np.savez(tmp_path / "objects.npz", **arrays)
+    with pytest.raises(
+        ValueError, match=r"objects.npz: array 'hands_mean' holds Python objects"
+    ) as info:
+        mano.load(tmp_path / "objects.npz")
+    assert "allow_pickle" not in str(info.value)
 
 
 def test_a_pickle_that_calls_a_function_is_refused_without_running_it(tmp_path):

@@ -3,6 +3,7 @@
 import fixtures_data as fx
 import numpy as np
 import pytest
+import reference_scorers as ref
 from scipy.spatial.transform import Rotation
 
 from handfit import metrics
@@ -175,10 +176,11 @@ def test_freihand_eval():
     ev = metrics.FreiHANDEval()
     ev.add((1.3 * gt_j @ R.T)[None], gt_j[None], (1.3 * gt_v @ R.T)[None], gt_v[None])
     out = ev.result()
-    assert out["pa_mpjpe_mm"] == pytest.approx(0, abs=1e-6)
-    assert out["pa_mpvpe_mm"] == pytest.approx(0, abs=1e-6)
-    assert out["f@5mm"] == 1.0 and out["f@15mm"] == 1.0
-    assert out["protocol"] == "freihand_procrustes" and len(out["thresholds_mm"]) == 100
+    assert out["pa_mpjpe_mm"] == pytest.approx(0, abs=1e-4)  # eval.py adds 1e-8 to the norms
+    assert out["pa_mpvpe_mm"] == pytest.approx(0, abs=1e-4)
+    assert out["pa_f@5mm"] == 1.0 and out["pa_f@15mm"] == 1.0
+    assert out["f@5mm"] < 1.0 and out["mpjpe_mm"] > 10.0  # unaligned: scaled and rotated
+    assert out["protocol"] == "freihand" and len(out["thresholds_mm"]) == 100
     # every vertex 10 mm off in alternating directions: PA can't fix it
     ev = metrics.FreiHANDEval()
     shift = np.zeros_like(gt_v)
@@ -219,3 +221,145 @@ def test_segmentation_metrics():
     assert out["total_iou"] == pytest.approx(4 / 6) and out["total_f1"] == pytest.approx(0.8)
     assert "protocol" in out
     np.testing.assert_array_equal(metrics.segmentation_counts(pred, gt), [[4, 2, 0], [0, 0, 0]])
+
+
+# ----------------------------------------------------------------------------- official scorers
+
+
+def _noisy_predictions(n, nan_hands=(), seed=0):
+    """``n`` hands and predictions of them (scaled, shifted, noisy), some all NaN."""
+    rng = np.random.default_rng(seed)
+    gt = np.stack([_hand(seed + i) for i in range(n)])
+    pred = 1.3 * gt + rng.normal(0, 0.012, gt.shape) + np.array([0.02, -0.01, 0.1])
+    pred[list(nan_hands)] = np.nan
+    return gt, pred
+
+
+def test_nan_predictions_are_misses_as_in_hand3d_evalutil():
+    """Same PCK/AUC as hand3d's EvalUtil (utils/general.py) after eval3d.py's normalisation.
+
+    With 2 of 40 hands (5 %) predicted as NaN, dropping them (handfit before) gives a higher
+    AUC 20-50 than hand3d, which keeps their NaN errors as misses.
+    """
+    gt, pred = _noisy_predictions(40, nan_hands=(3, 17))
+    ours = metrics.PoseEval3D("zimmermann", 0.0, 50.0, 20)
+    ours.add(pred, gt)
+    out = ours.result()
+    official, official_20_50, dropped = ref.EvalUtil(), ref.EvalUtil(), ref.EvalUtil()
+    for g, p in zip(gt * 1000, pred * 1000):
+        ref.hand3d_eval3d_feed(official, g, p)
+        if np.isfinite(p).all():
+            ref.hand3d_eval3d_feed(dropped, g, p)
+    mean, _, auc, pck, _ = official.get_measures(0.0, 50.0, 20)
+    official_20_50 = official.get_measures(20.0, 50.0, 20)[2]
+    assert out["auc"] == pytest.approx(auc, abs=1e-12)
+    np.testing.assert_allclose(out["pck"], pck, atol=1e-12)
+    assert out["auc_20_50"] == pytest.approx(official_20_50, abs=1e-12)
+    assert dropped.get_measures(20.0, 50.0, 20)[2] > official_20_50 + 0.02
+    assert out["nonfinite_predictions"] == 2 * 21
+    assert np.isnan(mean) and out["epe_mean_mm"] == np.inf  # hand3d: NaN; handfit: infinite
+    ev2d = metrics.PoseEval2D()
+    ev2d.add(pred[..., :2] * 1000, gt[..., :2] * 1000)
+    assert ev2d.result()["nonfinite_predictions"] == 42
+
+
+def test_missing_ground_truth_root_or_scale_joint_is_an_error():
+    gt, pred = _noisy_predictions(3)
+    labelled = np.ones((3, 21), bool)
+    zero_filled = gt.copy()
+    zero_filled[1, 0] = 0.0  # the input pipeline zero-fills unlabelled joints
+    labelled[1, 0] = False
+    ev = metrics.PoseEval3D("zimmermann", dataset="rhd")
+    names = ["evaluation/00003", "evaluation/00007", "x"]
+    with pytest.raises(ValueError, match=r"rhd: example evaluation/00007: ground-truth joint 0 "):
+        ev.add(pred, zero_filled, labelled, names, labelled)
+    ev.add(pred, gt, labelled, names)  # an occluded (not visible) but labelled root is fine
+    nan_bone = gt.copy()
+    nan_bone[2, 10] = np.nan
+    with pytest.raises(ValueError, match=r"example 2: ground-truth joint 10 \(middle_pip\) is not"):
+        metrics.align(pred, nan_bone, protocol="mcp")
+    metrics.align(pred, nan_bone, protocol="root")  # needs the root only
+    with pytest.raises(ValueError, match=r"ground-truth joint 9 \(middle_mcp\) is unlabelled"):
+        metrics.align(pred, gt, protocol="zimmermann", labelled=np.arange(21) != 9)
+
+
+def test_freihand_eval_matches_the_official_eval_py():
+    """Every score of FreiHAND's eval.py (re-typed in reference_scorers), same inputs.
+
+    One prediction is a mirror image: eval.py's alignment may reflect, so it aligns
+    perfectly there; the proper-rotation variant cannot.
+    """
+    rng = np.random.default_rng(7)
+    gt_j, pred_j = _noisy_predictions(5, seed=3)
+    gt_v = gt_j[:, rng.integers(0, 21, 60)] + rng.normal(0, 0.01, (5, 60, 3))
+    pred_v = 1.3 * gt_v + rng.normal(0, 0.004, gt_v.shape) + 0.05
+    mirror = np.array([-1.0, 1.0, 1.0])
+    pred_j[0], pred_v[0] = gt_j[0] * mirror, gt_v[0] * mirror
+    ours = metrics.FreiHANDEval()
+    ours.add(pred_j, gt_j, pred_v, gt_v)
+    out = ours.result()
+    official = ref.freihand_scores(gt_j, gt_v, pred_j, pred_v)
+    pairs = {
+        "mpjpe_mm": "xyz_mean3d",
+        "pa_mpjpe_mm": "xyz_al_mean3d",
+        "mpvpe_mm": "mesh_mean3d",
+        "pa_mpvpe_mm": "mesh_al_mean3d",
+    }
+    for key, name in pairs.items():
+        assert out[key] == pytest.approx(1000 * official[name], rel=1e-9), key
+    for key, name in {
+        "mpjpe_auc": "xyz_auc3d",
+        "pa_mpjpe_auc": "xyz_al_auc3d",
+        "mpvpe_auc": "mesh_auc3d",
+        "pa_mpvpe_auc": "mesh_al_auc3d",
+        "f@5mm": "f_score_5",
+        "f@15mm": "f_score_15",
+        "pa_f@5mm": "f_al_score_5",
+        "pa_f@15mm": "f_al_score_15",
+    }.items():
+        assert out[key] == pytest.approx(official[name], abs=1e-12), key
+    proper = metrics.FreiHANDEval("proper")
+    proper.add(pred_j[:1], gt_j[:1])
+    assert out["protocol"] == "freihand" and proper.result()["protocol"] == "freihand_proper"
+    assert proper.result()["pa_mpjpe_mm"] > 5.0  # no proper rotation undoes a mirror image
+
+
+def test_freihand_eval_of_a_mesh_that_is_not_mano_as_eval_py():
+    """Fewer predicted vertices than the truth: eval.py moves them by the joints' transform."""
+    rng = np.random.default_rng(8)
+    gt_j, pred_j = _noisy_predictions(3, seed=5)
+    gt_v = gt_j[:, rng.integers(0, 21, 40)] + rng.normal(0, 0.01, (3, 40, 3))
+    pred_v = 1.3 * gt_v[:, :35] + rng.normal(0, 0.003, (3, 35, 3))
+    ours = metrics.FreiHANDEval()
+    ours.add(pred_j, gt_j, pred_v, gt_v)
+    out = ours.result()
+    official = ref.freihand_scores(gt_j, gt_v, pred_j, pred_v)
+    assert "mpvpe_mm" not in out and "35 vertices, true ones 40" in out["mesh_errors"]
+    for t in (5, 15):
+        assert out[f"f@{t}mm"] == pytest.approx(official[f"f_score_{t}"], abs=1e-12)
+        assert out[f"pa_f@{t}mm"] == pytest.approx(official[f"f_al_score_{t}"], abs=1e-12)
+
+
+def test_pck_2d_in_image_pixels_matches_hand3d_eval2d():
+    """hand3d's eval2d.py scores the dataset image's pixels; crops are scaled windows of it."""
+    rng = np.random.default_rng(9)
+    gt_img = rng.uniform(50, 250, (6, 21, 2))
+    pred_img = gt_img + rng.normal(0, 8.0, gt_img.shape)
+    visible = rng.random((6, 21)) > 0.1
+    crop_scale = rng.uniform(0.5, 2.5, 6)  # crop pixels per image pixel
+    centre = rng.uniform(100, 200, (6, 1, 2))
+    to_crop = lambda p: (p - centre) * crop_scale[:, None, None] + 112.0  # noqa: E731
+    ours = metrics.PoseEval2D(frame="image")
+    ours.add(to_crop(pred_img), to_crop(gt_img), visible, 1.0 / crop_scale)
+    official = ref.EvalUtil()
+    for g, v, p in zip(gt_img, visible, pred_img):
+        official.feed(g, v, p)
+    mean, median, auc, _, _ = official.get_measures(0.0, 30.0, 20)
+    out = ours.result()
+    assert out["frame"] == "image"
+    assert out["auc"] == pytest.approx(auc, abs=1e-12)
+    assert out["epe_mean_px"] == pytest.approx(mean, rel=1e-12)
+    assert out["epe_median_px"] == pytest.approx(median, rel=1e-12)
+    in_crop = metrics.PoseEval2D()
+    in_crop.add(to_crop(pred_img), to_crop(gt_img), visible)
+    assert abs(in_crop.result()["auc"] - auc) > 0.05  # why both are reported, labelled
