@@ -581,8 +581,9 @@ def align(
     scale (weak camera). The ``keep`` rotations with the smallest weighted residual are
     returned. With ``world`` (metric 3D joints in the camera's axes, [B, 21, 3]) the
     rotation that best maps the model's joints onto them (``metrics.similarity_transform``,
-    rigid) is the first start instead of the best of the 40. An example with fewer than 2
-    visible joints keeps the neutral start.
+    rigid) is the first start, and the depth (perspective camera) or scale (weak camera)
+    takes the hand's metric size from them (their spread over the model's). An example
+    with fewer than 2 visible joints keeps the neutral start.
 
     Args:
       joints2d: [B, 21, 2] pixels; visibility: [B, 21]; camera: fields [] or [B].
@@ -621,11 +622,17 @@ def align(
                 _, rc, _ = metrics.similarity_transform(rest, w3d[i], vis[i], scale=False)
                 s, _, t = metrics.similarity_transform((rest @ rc.T)[:, :2], uv, vis[i])
                 fits.insert(0, (0.0, s, rc, t))
+        size = 1.0  # the hand's size over the model's
+        if w3d is not None and np.count_nonzero(vis[i] > 0) >= 3:
+            wi = vis[i][:, None] * (w3d[i] - np.average(w3d[i], axis=0, weights=vis[i]))
+            ri = vis[i][:, None] * (rest - np.average(rest, axis=0, weights=vis[i]))
+            size = float(np.sqrt(np.sum(wi**2) / max(np.sum(ri**2), 1e-12)))
         for k in range(keep):
             if not fits:
                 rows.append(np.zeros(params.NUM_PARAMS))
                 continue
             _, s, rot, t = fits[min(k, len(fits) - 1)]
+            s = s / size
             if cam.weak:
                 scale, depth = np.log(max(s * ref[i], 1e-6) / params.BASE_SCALE), base[2]
             else:
