@@ -210,6 +210,11 @@ def _check_finite(name: str, value) -> None:
         )
 
 
+def _known(points, visible):
+    """``points [B, 21, k]`` with the joints whose visibility is 0 set to 0 (they may be NaN)."""
+    return jnp.where(jnp.asarray(visible)[..., None] > 0, points, 0.0)
+
+
 def _render_shape(camera: Camera, size: int) -> tuple[int, int]:
     """(h, w) of the refinement's silhouettes: the camera's aspect, longer side ``size``."""
     h, w = camera.height, camera.width
@@ -235,13 +240,13 @@ def _check_inputs(p: MeshParams, ev: Evidence, camera: Camera, cfg: RefineConfig
                          f"{ev.joints2d.shape}")  # fmt: skip
     if ev.visible.shape != (b, nj):
         raise ValueError(f"refine: evidence.visible must be [{b}, {nj}], got {ev.visible.shape}")
-    _check_finite("evidence.joints2d", ev.joints2d)
     _check_finite("evidence.visible", ev.visible)
+    _check_finite("evidence.joints2d (at visible joints)", _known(ev.joints2d, ev.visible))
     if ev.world is not None:
         if ev.world.shape != (b, nj, 3):
             raise ValueError(f"refine: evidence.world must be [{b}, {nj}, 3], got "
                              f"{ev.world.shape}")  # fmt: skip
-        _check_finite("evidence.world", ev.world)
+        _check_finite("evidence.world (at visible joints)", _known(ev.world, ev.visible))
     if ev.mask is not None:
         if ev.mask.shape != (b, camera.height, camera.width):
             raise ValueError(
@@ -294,6 +299,10 @@ def refine(
     """
     cfg = RefineConfig.from_config(config)
     target = _check_inputs(params, evidence, camera, cfg, dhpe)
+    evidence = evidence._replace(
+        joints2d=_known(evidence.joints2d, evidence.visible),
+        world=None if evidence.world is None else _known(evidence.world, evidence.visible),
+    )
     camera = batch_camera(camera, params.pose.shape[0])
     faces = model.faces
     static_faces = _Faces(np.asarray(faces)) if _is_concrete(faces) else None
@@ -705,8 +714,8 @@ def fit(
         world = jnp.asarray(world, jnp.float32)
         if world.shape != j2d.shape[:2] + (3,):
             raise ValueError(f"fit: world must be [{b}, 21, 3], got {world.shape}")
-        _check_finite("world", jnp.where(vis[..., None] > 0, world, 0.0))
-        world = jnp.where(vis[..., None] > 0, world, 0.0)
+        world = _known(world, vis)
+        _check_finite("world (at visible joints)", world)
     start = align(j2d, vis, camera, model, keep=k, world=world)
 
     def rep(x):

@@ -138,6 +138,11 @@ def test_nan_evidence_is_rejected_naming_field_and_example(main_run, model, came
     bad = evidence._replace(joints2d=evidence.joints2d.at[1, 3, 0].set(jnp.nan))
     with pytest.raises(ValueError, match=r"evidence\.joints2d .*example 1"):
         refine.refine(start, bad, model, camera, CFG)
+    # NaN at a joint marked invisible is what the message advises: accepted, ignored
+    hidden = bad._replace(visible=bad.visible.at[1, 3].set(0.0))
+    zeroed = hidden._replace(joints2d=hidden.joints2d.at[1, 3, 0].set(0.0))
+    a, b = (refine.refine(start, ev, model, camera, CFG) for ev in (hidden, zeroed))
+    np.testing.assert_allclose(a.joints3d, b.joints3d)
     bad = evidence._replace(mask=evidence.mask.at[0, 5, 5].set(jnp.nan))
     with pytest.raises(ValueError, match=r"evidence\.mask .*example 0"):
         refine.refine(start, bad, model, camera, CFG)
