@@ -3,6 +3,7 @@ the joint order, fetching the models, and (when the models are present) the whol
 
 import hashlib
 import importlib.util
+import sys
 import zipfile
 
 import numpy as np
@@ -244,3 +245,14 @@ def test_detector_finds_a_rendered_hand():
     assert 0.5 < np.sum(np.linalg.norm(a, axis=-1)) / np.sum(np.linalg.norm(b, axis=-1)) < 1.5
     mirrored = detect.hands(np.ascontiguousarray(image[:, ::-1]))
     assert [h.side for h in mirrored] == ["left"]
+
+
+def test_missing_runtime_names_the_extra(tmp_path, monkeypatch):
+    from handfit import detect
+
+    for name in models.FILES:
+        (tmp_path / name).write_bytes(b"not read")
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    with pytest.raises(ImportError, match=r"pip install -e \.\[detect\]"):
+        detect.Detector({"model_dir": str(tmp_path)})
