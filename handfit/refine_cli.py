@@ -387,7 +387,7 @@ def _write(stem: Path, name: str, image, camera, hands, fits, model_of) -> list[
         import trimesh
 
         flip = np.array([1.0, -1.0, -1.0])  # OpenCV camera axes -> glTF (y up, looking at -z)
-        scene = trimesh.Scene([_mesh(v * flip, f[:, ::-1]) for v, f, _, _ in meshes])
+        scene = trimesh.Scene([_mesh(v * flip, f) for v, f, _, _ in meshes])  # a rotation
         scene.export(glb_path)
         written.append(glb_path)
     record = {

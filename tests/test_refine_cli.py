@@ -63,8 +63,10 @@ def test_run_writes_mesh_parameters_and_overlay(tmp_path, scene):
     mesh = trimesh.load(out / "hand_hand0.obj", process=False)
     assert mesh.vertices.shape == (mano.open_hand().num_vertices, 3)
     scene_glb = trimesh.load(out / "hand.glb")
-    glb = np.concatenate([g.vertices for g in scene_glb.geometry.values()])
-    np.testing.assert_allclose(glb, mesh.vertices * [1, -1, -1], atol=1e-5)  # glTF axes
+    (glb,) = scene_glb.geometry.values()
+    # glTF axes: turned 180 degrees about x, so the faces keep their winding
+    np.testing.assert_allclose(glb.vertices, mesh.vertices * [1, -1, -1], atol=1e-5)
+    np.testing.assert_array_equal(glb.faces, mesh.faces)
     record = json.loads((out / "hand.json").read_text())
     assert len(record["hands"]) == 1
     hand = record["hands"][0]
