@@ -103,9 +103,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.refine.fit_starts = 2  # fit: refine from this many coarse alignments, keep the best
     config.refine.focal = 1.2  # --mode=refine without K: focal length / the image's longer side
     # With 3D evidence (refine.Evidence.world, e.g. the detector's world landmarks): centred
-    # joints (metres^2) and unit bone directions.
+    # joints (metres^2) and unit bone directions (off by default: see benchmarks/README.md).
     config.refine.world_joints_weight = 1.0
-    config.refine.world_bones_weight = 0.01
+    config.refine.world_bones_weight = 0.0
 
     # The hand detector (handfit.detect: MediaPipe's palm and hand-landmark models; get them
     # with --mode=models). --mode=refine detects the hands of images without keypoints.

@@ -130,7 +130,9 @@ class RefineConfig:
     laplacian_weight: float = 0.0
     laplacian_mode: str = "delta"
     world_joints_weight: float = 1.0  # with Evidence.world: centred 3D joints, metres^2
-    world_bones_weight: float = 0.01  # with Evidence.world: squared unit bone-direction errors
+    # with Evidence.world: squared unit bone-direction errors (off: on detected synthetic
+    # hands it raised the 2D error and PA-MPJPE, benchmarks/README.md)
+    world_bones_weight: float = 0.0
     freeze: tuple[str, ...] = ()
     render_size: int = 112  # longer side of the refinement's silhouettes; 0: the camera's
     sigma: float = 1.0  # soft silhouette sharpness, pixels^2 at render_size
