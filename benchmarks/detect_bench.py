@@ -1,6 +1,6 @@
 """Photos in, hands out: the detector's and the fit's time per stage, and their quality.
 
-    python benchmarks/detect_bench.py [--count=24] [--repeats=5]
+    python benchmarks/detect_bench.py [--count=24] [--repeats=5] [--sweep]
 
 Needs ``pip install -e .[detect]`` and ``python main.py --mode=models``.
 
@@ -130,6 +130,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sweep", action="store_true", help="quality for several world weights")
     args = parser.parse_args()
     config = default.get_config()
     cfg = dataclasses.replace(
@@ -138,6 +139,12 @@ def main() -> None:
     detector = detect.Detector(config.detect)
     models = {"right": mano.open_hand(), "left": mano.open_hand("left")}
     records = synthetic.generate(SPEC, "test", 0, max(args.count, 12))
+    if args.sweep:
+        for joints, bones in ((0.3, 0), (1, 0), (3, 0), (10, 0), (1, 0.001), (1, 0.01), (0, 0.01)):
+            print(f"\nworld_joints_weight {joints}, world_bones_weight {bones}:")
+            c = dataclasses.replace(cfg, world_joints_weight=joints, world_bones_weight=bones)
+            quality(records[: args.count], detector, models, c)
+        return
     speed(records, detector, models, cfg, args.repeats)
     quality(records[: args.count], detector, models, cfg)
 
