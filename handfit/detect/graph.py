@@ -243,13 +243,13 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int, border: str) -> np.nd
     sx = np.round((matrix[0, 0] * j + matrix[0, 1] * i + matrix[0, 2]) * 32) / 32
     sy = np.round((matrix[1, 0] * j + matrix[1, 1] * i + matrix[1, 2]) * 32) / 32
     x0, y0 = np.floor(sx), np.floor(sy)
-    fx, fy = (sx - x0)[..., None], (sy - y0)[..., None]
-    img = image.astype(np.float32)
+    fx, fy = ((s - s0).astype(np.float32)[..., None] for s, s0 in ((sx, x0), (sy, y0)))
+    flat = image.reshape(h * w, image.shape[-1])  # gather uint8 pixels, convert only those
     out = 0.0
     for dy, dx, wgt in ((0, 0, (1 - fx) * (1 - fy)), (0, 1, fx * (1 - fy)),
                         (1, 0, (1 - fx) * fy), (1, 1, fx * fy)):  # fmt: skip
         xx, yy = (x0 + dx).astype(np.int64), (y0 + dy).astype(np.int64)
-        sample = img[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]
+        sample = flat[np.clip(yy, 0, h - 1) * w + np.clip(xx, 0, w - 1)].astype(np.float32)
         if border == "zero":
             inside = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h)
             sample = sample * inside[..., None]
