@@ -1,5 +1,6 @@
 """Tests of handfit.refine_cli (--mode=refine): a folder of images, keypoint JSONs and masks."""
 
+import dataclasses
 import json
 
 import jax.numpy as jnp
@@ -170,3 +171,18 @@ def test_fits_that_cannot_be_trusted_are_flagged(tmp_path, scene, capsys, change
         assert len(hand["warnings"]) >= 2  # also: the fit does not match / behind the camera
     else:
         assert hand["error2d_px"] is None
+
+
+def test_left_hands_use_a_left_file_beside_the_right_one(tmp_path):
+    config = _config(tmp_path)
+    mano.save_npz(mano.open_hand(), tmp_path / "MANO_RIGHT.npz")
+    config.hand.model_path = str(tmp_path / "MANO_RIGHT.npz")
+    mirrored = refine_cli._hand_model(config, "left")
+    assert mirrored.side == "left" and "mirrored" in mirrored.name
+    marked = mano.open_hand("left")  # a left file told apart by a shifted template
+    marked = dataclasses.replace(marked, v_template=np.asarray(marked.v_template) + 0.01)
+    mano.save_npz(marked, tmp_path / "MANO_LEFT.npz")
+    left = refine_cli._hand_model(config, "left")
+    assert left.side == "left"
+    np.testing.assert_allclose(left.v_template, marked.v_template, atol=1e-6)
+    assert refine_cli._hand_model(config, "right").side == "right"
