@@ -4,7 +4,8 @@ Modes: ``train`` (prepare the config's data, train, checkpoint into the workdir)
 ``eval`` (score the workdir's latest checkpoint on the config's test sets, write a
 report), ``refine`` (fit hands to the images and 2D keypoints of a folder),
 ``prepare`` (build the config's datasets; a no-op when already built), ``hands``
-(pose the configured hand model; write meshes and a preview).
+(pose the configured hand model; write meshes and a preview), ``models`` (fetch the hand
+detector's models).
 """
 
 import importlib
@@ -16,7 +17,9 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/default.py", "Configuration file.")
 flags.DEFINE_string("workdir", "runs/default", "Checkpoints, metrics and reports go here.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "refine", "prepare", "hands"], "What to run.")
+flags.DEFINE_enum(
+    "mode", "train", ["train", "eval", "refine", "prepare", "hands", "models"], "What to run."
+)
 
 # mode -> (module, function(config, workdir)); imported only when chosen.
 MODES = {
@@ -25,6 +28,7 @@ MODES = {
     "refine": ("handfit.refine_cli", "run"),
     "prepare": ("handfit.data.builders", "prepare_config"),
     "hands": ("handfit.demo", "pose_hands"),
+    "models": ("handfit.detect.models", "fetch"),
 }
 
 

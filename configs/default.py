@@ -107,6 +107,22 @@ def get_config() -> ml_collections.ConfigDict:
     config.refine.budget_margin = 1.15  # overflow is reported in RefineResult.overflow
     config.refine.fit_starts = 2  # fit: refine from this many coarse alignments, keep the best
     config.refine.focal = 1.2  # --mode=refine without K: focal length / the image's longer side
+    # With 3D evidence (refine.Evidence.world, e.g. the detector's world landmarks): centred
+    # joints (metres^2) and unit bone directions (off by default: see benchmarks/README.md).
+    config.refine.world_joints_weight = 1.0
+    config.refine.world_bones_weight = 0.0
+
+    # The hand detector (handfit.detect: MediaPipe's palm and hand-landmark models; get them
+    # with --mode=models). --mode=refine detects the hands of images without keypoints.
+    config.detect = ml_collections.ConfigDict()
+    config.detect.enabled = True  # False: --mode=refine skips images without keypoints
+    config.detect.model_dir = ""  # '' : $HANDFIT_MODELS, else ~/.cache/handfit/models
+    config.detect.max_hands = 4  # palm detections kept after NMS, best first
+    config.detect.min_score = 0.5  # palm detection score (MediaPipe's min_detection_confidence)
+    config.detect.min_presence = 0.5  # hand presence (MediaPipe's min_tracking_confidence)
+    config.detect.nms_iou = 0.3
+    config.detect.second_pass = True  # landmarks again on the crop the first landmarks give
+    config.detect.threads = 2  # LiteRT CPU threads
 
     # Self-supervised data augmentation (handfit.augment, Sec. 3.5). Owner: the augmentation issue.
     config.augment = ml_collections.ConfigDict()

@@ -31,7 +31,8 @@ from handfit.render.camera import Camera, batch_camera
 GROUPS = tuple(name for name, _ in params.SIZES)  # pose, shape, quat, scale, trans
 SILHOUETTE_TARGETS = ("auto", "initial", "mask", "features")
 OPTIMIZERS = ("sgd", "adam")
-TERMS = ("joints2d", "silhouette", "shape_prior", "pose_prior", "laplacian")
+TERMS = ("joints2d", "silhouette", "shape_prior", "pose_prior", "laplacian", "world_joints",
+         "world_bones")  # fmt: skip
 # Fields of the config.refine section that are not RefineConfig's (read by the CLI / eval).
 _OTHER_FIELDS = ("enabled", "input", "focal", "reestimate_joints2d")
 
@@ -40,13 +41,19 @@ class Evidence(NamedTuple):
     """What the hand is fitted to.
 
     joints2d: [B, 21, 2] pixels of the camera's image (canonical order, ``handfit.skeleton``).
-    visible: [B, 21] 1 where the joint is known, 0 to ignore it.
+    visible: [B, 21] 1 where the joint is known, 0 to ignore it (also for ``world``).
     mask: [B, H, W] foreground in [0, 1] at the camera's (H, W), or None.
+    world: [B, 21, 3] metric 3D joints around the hand's centre in the camera's axes
+      (x right, y down, z forward), e.g. a detector's world landmarks, or None. Their
+      positions relative to their centroid and their bone directions are fitted (the
+      ``world_joints`` and ``world_bones`` terms): metric relative 3D evidence that fixes
+      the hand's size and so its depth, which 2D joints alone leave ambiguous.
     """
 
     joints2d: jnp.ndarray
     visible: jnp.ndarray
     mask: jnp.ndarray | None = None
+    world: jnp.ndarray | None = None
 
 
 class DHPEHooks(NamedTuple):
@@ -96,7 +103,9 @@ class RefineConfig:
     silhouette_weight * mean_px (R(m) - s)^2`` (``losses.shape_loss``; or the feature
     term ``losses.feature_loss``) ``+ shape_prior_weight * ||beta||^2 + pose_prior_weight *
     sum of squared joint-limit violations (radians) + laplacian_weight *
-    losses.laplacian_loss``.
+    losses.laplacian_loss`` and, with ``Evidence.world``, ``world_joints_weight *
+    mean_j ||(J_j - mean J) - (W_j - mean W)||^2`` (metres^2, visible joints) ``+
+    world_bones_weight * mean_bones ||unit(bone of J) - unit(bone of W)||^2``.
 
     The groups (pose, shape, quat, scale, trans) differ in how far a unit moves the
     projection (a finger joint's radian moves a few joints by ~50 px, a metre of
@@ -120,6 +129,10 @@ class RefineConfig:
     pose_prior_weight: float = 1e-3
     laplacian_weight: float = 0.0
     laplacian_mode: str = "delta"
+    world_joints_weight: float = 1.0  # with Evidence.world: centred 3D joints, metres^2
+    # with Evidence.world: squared unit bone-direction errors (off: on detected synthetic
+    # hands it raised the 2D error and PA-MPJPE, benchmarks/README.md)
+    world_bones_weight: float = 0.0
     freeze: tuple[str, ...] = ()
     render_size: int = 112  # longer side of the refinement's silhouettes; 0: the camera's
     sigma: float = 1.0  # soft silhouette sharpness, pixels^2 at render_size
@@ -189,12 +202,19 @@ def _check_finite(name: str, value) -> None:
     if value is None or not _is_concrete(value):
         return
     a = np.asarray(value)
+    if a.size == 0:
+        return
     bad = ~np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1) if a.ndim else ~np.isfinite(a)
     if np.any(bad):
         raise ValueError(
             f"refine: {name} holds NaN or inf in example {int(np.flatnonzero(bad)[0])} "
             f"(of {a.shape[0]}); clean or drop that example (use visible=0 for unknown joints)"
         )
+
+
+def _known(points, visible):
+    """``points [B, 21, k]`` with the joints whose visibility is 0 set to 0 (they may be NaN)."""
+    return jnp.where(jnp.asarray(visible)[..., None] > 0, points, 0.0)
 
 
 def _render_shape(camera: Camera, size: int) -> tuple[int, int]:
@@ -222,8 +242,13 @@ def _check_inputs(p: MeshParams, ev: Evidence, camera: Camera, cfg: RefineConfig
                          f"{ev.joints2d.shape}")  # fmt: skip
     if ev.visible.shape != (b, nj):
         raise ValueError(f"refine: evidence.visible must be [{b}, {nj}], got {ev.visible.shape}")
-    _check_finite("evidence.joints2d", ev.joints2d)
     _check_finite("evidence.visible", ev.visible)
+    _check_finite("evidence.joints2d (at visible joints)", _known(ev.joints2d, ev.visible))
+    if ev.world is not None:
+        if ev.world.shape != (b, nj, 3):
+            raise ValueError(f"refine: evidence.world must be [{b}, {nj}, 3], got "
+                             f"{ev.world.shape}")  # fmt: skip
+        _check_finite("evidence.world (at visible joints)", _known(ev.world, ev.visible))
     if ev.mask is not None:
         if ev.mask.shape != (b, camera.height, camera.width):
             raise ValueError(
@@ -276,6 +301,10 @@ def refine(
     """
     cfg = RefineConfig.from_config(config)
     target = _check_inputs(params, evidence, camera, cfg, dhpe)
+    evidence = evidence._replace(
+        joints2d=_known(evidence.joints2d, evidence.visible),
+        world=None if evidence.world is None else _known(evidence.world, evidence.visible),
+    )
     camera = batch_camera(camera, params.pose.shape[0])
     faces = model.faces
     static_faces = _Faces(np.asarray(faces)) if _is_concrete(faces) else None
@@ -283,12 +312,36 @@ def refine(
         raise TypeError("refine: the Laplacian term needs the model's faces concrete: close "
                         "over the model instead of passing it traced, or set "
                         "laplacian_weight=0")  # fmt: skip
-    budget = cfg.budget or _auto_budget(params, model, camera, cfg)
     f_r = None if dhpe is None else _as_pytree(dhpe.refine_joints2d)
     f_f = None if dhpe is None else _as_pytree(dhpe.features)
     images = None if dhpe is None else dhpe.images
-    return _refine(params, evidence, model, camera, images, f_r, f_f, cfg=cfg, target=target,
-                   faces=static_faces, budget=budget)  # fmt: skip
+    run = functools.partial(_refine, cfg=cfg, target=target, faces=static_faces)
+    args = (params, evidence, model, camera, images, f_r, f_f)
+    if params.pose.shape[0] == 0:
+        return _empty_result(run, args)
+    budget = cfg.budget or _auto_budget(params, model, camera, cfg)
+    return run(*args, budget=budget)
+
+
+def _empty_result(run: Callable, args: tuple) -> RefineResult:
+    """The result for a batch of 0: the shapes of a batch of 1's result, batch axis 0."""
+    p, ev, model, camera, images, f_r, f_f = args
+
+    def one(x):
+        return jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype)
+
+    batched = jax.tree.map(one, (p, ev, camera, images))
+    shapes = jax.eval_shape(lambda *a: run(*a, budget=512), *batched[:2], model, *batched[2:],
+                            f_r, f_f)  # fmt: skip
+
+    def empty(s, axis=0):
+        shape = list(s.shape)
+        shape[axis] = 0
+        return jnp.zeros(shape, s.dtype)
+
+    return jax.tree.map(empty, shapes._replace(losses=None, terms=None))._replace(
+        losses=empty(shapes.losses, 1), terms={n: empty(v, 1) for n, v in shapes.terms.items()}
+    )
 
 
 def _as_pytree(hook: Callable | None) -> jax.tree_util.Partial | None:
@@ -332,6 +385,36 @@ def _joint_limit_penalty(pose: jnp.ndarray, model: mano.HandModel) -> jnp.ndarra
     return jnp.sum(jnp.square(over), axis=(1, 2))
 
 
+def _world_joints(joints: jnp.ndarray, world: jnp.ndarray, visible: jnp.ndarray) -> jnp.ndarray:
+    """[B] mean squared distance (m^2) of the visible joints [B, 21, 3] to ``world``, each
+    set taken relative to its visible joints' centroid."""
+    w = visible[..., None]
+    count = jnp.maximum(jnp.sum(visible, -1), 1.0)[:, None, None]
+
+    def centred(x):
+        return x - jnp.sum(w * x, 1, keepdims=True) / count
+
+    return (
+        jnp.sum(visible * jnp.sum(jnp.square(centred(joints) - centred(world)), -1), -1)
+        / (count[:, 0, 0])
+    )
+
+
+def _world_bones(joints: jnp.ndarray, world: jnp.ndarray, visible: jnp.ndarray) -> jnp.ndarray:
+    """[B] mean over bones with both ends visible of the squared difference of the unit bone
+    directions of ``joints`` [B, 21, 3] and ``world``."""
+    parent = np.asarray([p for p, _ in skeleton.BONES])
+    child = np.asarray([c for _, c in skeleton.BONES])
+
+    def unit(x):
+        d = x[:, child] - x[:, parent]
+        return d / jnp.sqrt(jnp.sum(jnp.square(d), -1, keepdims=True) + 1e-12)
+
+    both = visible[:, parent] * visible[:, child]
+    err = jnp.sum(jnp.square(unit(joints) - unit(world)), -1)
+    return jnp.sum(both * err, -1) / jnp.maximum(jnp.sum(both, -1), 1.0)
+
+
 def _per_example(fn: Callable, *args) -> jnp.ndarray:
     """[B] values of a batch-mean loss ``fn`` evaluated on each example alone."""
     return jax.vmap(lambda *a: fn(*(x[None] for x in a)))(*args)
@@ -366,6 +449,7 @@ def _refine(p0, evidence, model, camera, images, f_r, f_f, *, cfg, target, faces
     use_sil = cfg.silhouette_weight > 0
     use_fr = f_r is not None
     visible = evidence.visible.astype(dtype)
+    ev_world = None if evidence.world is None else evidence.world.astype(dtype)
 
     def silhouette(verts):
         out = render.soft_silhouette(verts, faces_arr, rcam, sigma=cfg.sigma, tile=cfg.tile,
@@ -414,6 +498,10 @@ def _refine(p0, evidence, model, camera, images, f_r, f_f, *, cfg, target, faces
             terms["shape_prior"] = jnp.sum(jnp.square(p.shape), -1)
         if cfg.pose_prior_weight > 0 and model.joint_limits is not None:
             terms["pose_prior"] = _joint_limit_penalty(p.pose, model)
+        if ev_world is not None and cfg.world_joints_weight > 0:
+            terms["world_joints"] = _world_joints(out.joints, ev_world, visible)
+        if ev_world is not None and cfg.world_bones_weight > 0:
+            terms["world_bones"] = _world_bones(out.joints, ev_world, visible)
         if cfg.laplacian_weight > 0:
             # Model-frame vertices (the Laplacian ignores translation): R^T (v - t) / s.
             trans = jnp.asarray(params.BASE_TRANSLATION, dtype) + p.trans
@@ -430,6 +518,8 @@ def _refine(p0, evidence, model, camera, images, f_r, f_f, *, cfg, target, faces
             "shape_prior": cfg.shape_prior_weight,
             "pose_prior": cfg.pose_prior_weight,
             "laplacian": cfg.laplacian_weight,
+            "world_joints": cfg.world_joints_weight,
+            "world_bones": cfg.world_bones_weight,
         }
         per_example = sum(weights[k] * v for k, v in terms.items())
         return jnp.sum(per_example), (per_example, terms, target2d, overflow)
@@ -491,6 +581,7 @@ def align(
     model: mano.HandModel,
     *,
     keep: int = 1,
+    world: jnp.ndarray | None = None,
 ) -> MeshParams:
     """Coarse global placement of the mean-pose hand on 2D joints (NumPy, on the host).
 
@@ -499,7 +590,11 @@ def align(
     root-relative joints onto the 2D joints in normalised image coordinates, which is a
     weak-perspective fit; the scale gives the depth (perspective camera) or the hand's
     scale (weak camera). The ``keep`` rotations with the smallest weighted residual are
-    returned. An example with fewer than 2 visible joints keeps the neutral start.
+    returned. With ``world`` (metric 3D joints in the camera's axes, [B, 21, 3]) the
+    rotation that best maps the model's joints onto them (``metrics.similarity_transform``,
+    rigid) is the first start, and the depth (perspective camera) or scale (weak camera)
+    takes the hand's metric size from them (their spread over the model's). An example
+    with fewer than 2 visible joints keeps the neutral start.
 
     Args:
       joints2d: [B, 21, 2] pixels; visibility: [B, 21]; camera: fields [] or [B].
@@ -511,6 +606,7 @@ def align(
     """
     j2d = np.asarray(joints2d, np.float64)
     vis = np.asarray(visibility, np.float64)
+    w3d = None if world is None else np.asarray(world, np.float64)
     b = j2d.shape[0]
     cam = batch_camera(camera, b)
     fx, fy, cx, cy, ref = (np.asarray(getattr(cam, k), np.float64)
@@ -533,11 +629,21 @@ def align(
                 rz[:2, :2] = r2
                 fits.append((res, s, rz @ rc, t))
             fits.sort(key=lambda f: f[0])
+            if w3d is not None and np.count_nonzero(vis[i] > 0) >= 3:
+                _, rc, _ = metrics.similarity_transform(rest, w3d[i], vis[i], scale=False)
+                s, _, t = metrics.similarity_transform((rest @ rc.T)[:, :2], uv, vis[i])
+                fits.insert(0, (0.0, s, rc, t))
+        size = 1.0  # the hand's size over the model's
+        if w3d is not None and np.count_nonzero(vis[i] > 0) >= 3:
+            wi = vis[i][:, None] * (w3d[i] - np.average(w3d[i], axis=0, weights=vis[i]))
+            ri = vis[i][:, None] * (rest - np.average(rest, axis=0, weights=vis[i]))
+            size = float(np.sqrt(np.sum(wi**2) / max(np.sum(ri**2), 1e-12)))
         for k in range(keep):
             if not fits:
                 rows.append(np.zeros(params.NUM_PARAMS))
                 continue
             _, s, rot, t = fits[min(k, len(fits) - 1)]
+            s = s / size
             if cam.weak:
                 scale, depth = np.log(max(s * ref[i], 1e-6) / params.BASE_SCALE), base[2]
             else:
@@ -546,7 +652,8 @@ def align(
                               t[1] * (ref[i] if cam.weak else depth), depth]) - base  # fmt: skip
             quat = np.asarray(geometry.matrix_to_quaternion(jnp.asarray(rot, jnp.float32)))
             rows.append(np.concatenate([np.zeros(55), quat - [1, 0, 0, 0], [scale], trans]))
-    start = MeshParams.from_vector(jnp.asarray(np.stack(rows), jnp.float32))
+    rows = np.reshape(rows, (len(rows), params.NUM_PARAMS))
+    start = MeshParams.from_vector(jnp.asarray(rows, jnp.float32))
     return start._replace(pose=jnp.broadcast_to(model.hands_mean, start.pose.shape))
 
 
@@ -558,6 +665,21 @@ def _repeat_camera(camera: Camera, b: int, k: int) -> Camera:
     )
 
 
+def _fit_inputs(joints2d, visibility) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """joints2d [B, 21, 2] with unknown (visibility 0) joints set to 0, and visibility [B, 21];
+    errors name the field and the example."""
+    j2d = np.asarray(joints2d, np.float32)
+    vis = np.asarray(visibility, np.float32)
+    nj = skeleton.NUM_JOINTS
+    if j2d.ndim != 3 or j2d.shape[1:] != (nj, 2):
+        raise ValueError(f"fit: joints2d must be [B, {nj}, 2], got {j2d.shape}")
+    if vis.shape != j2d.shape[:2]:
+        raise ValueError(f"fit: visibility must be [{j2d.shape[0]}, {nj}], got {vis.shape}")
+    _check_finite("visibility", vis)  # NaN visibility has no meaning: 0 or 1 per joint
+    _check_finite("joints2d (at visible joints)", np.where(vis[..., None] > 0, j2d, 0.0))
+    return jnp.asarray(np.where(vis[..., None] > 0, j2d, 0.0)), jnp.asarray(vis)
+
+
 def fit(
     joints2d: jnp.ndarray,
     visibility: jnp.ndarray,
@@ -565,9 +687,10 @@ def fit(
     model: mano.HandModel,
     *,
     mask: jnp.ndarray | None = None,
+    world: jnp.ndarray | None = None,
     config: Mapping | RefineConfig,
 ) -> RefineResult:
-    """Fits the hand model to 2D joints (and a mask), with no network.
+    """Fits the hand model to 2D joints (and a mask and metric 3D joints), with no network.
 
     ``align`` gives the ``fit_starts`` best coarse placements of the mean-pose hand per
     example; ``refine`` runs from all of them at once (a batch of B * fit_starts) and each
@@ -579,21 +702,28 @@ def fit(
       camera: the image's camera (fields [] or [B]).
       model: the hand model.
       mask: [B, H, W] foreground in [0, 1] at the camera's size, or None.
+      world: [B, 21, 3] metric 3D joints around the hand's centre in the camera's axes (a
+        detector's world landmarks; see ``Evidence``), or None.
       config: RefineConfig or the ``config.refine`` section.
     Returns:
-      RefineResult with batch B.
+      RefineResult with batch B (B may be 0). Unknown joints may hold NaN where their
+      visibility is 0; visibility itself must be finite.
     """
     cfg = RefineConfig.from_config(config)
-    j2d = jnp.asarray(joints2d, jnp.float32)
-    vis = jnp.asarray(visibility, jnp.float32)
+    j2d, vis = _fit_inputs(joints2d, visibility)
     b, k = j2d.shape[0], max(1, cfg.fit_starts)
-    _check_finite("joints2d", j2d)
-    start = align(j2d, vis, camera, model, keep=k)
+    if world is not None:
+        world = jnp.asarray(world, jnp.float32)
+        if world.shape != j2d.shape[:2] + (3,):
+            raise ValueError(f"fit: world must be [{b}, 21, 3], got {world.shape}")
+        world = _known(world, vis)
+        _check_finite("world (at visible joints)", world)
+    start = align(j2d, vis, camera, model, keep=k, world=world)
 
     def rep(x):
         return None if x is None else jnp.repeat(jnp.asarray(x, jnp.float32), k, axis=0)
 
-    evidence = Evidence(rep(j2d), rep(vis), rep(mask))
+    evidence = Evidence(rep(j2d), rep(vis), rep(mask), rep(world))
     res = refine(start, evidence, model, _repeat_camera(camera, b, k), cfg)
     last = res.losses[-1] if cfg.steps else jnp.zeros((b * k,))
     best = jnp.argmin(last.reshape(b, k), axis=1) + jnp.arange(b) * k

@@ -138,6 +138,11 @@ def test_nan_evidence_is_rejected_naming_field_and_example(main_run, model, came
     bad = evidence._replace(joints2d=evidence.joints2d.at[1, 3, 0].set(jnp.nan))
     with pytest.raises(ValueError, match=r"evidence\.joints2d .*example 1"):
         refine.refine(start, bad, model, camera, CFG)
+    # NaN at a joint marked invisible is what the message advises: accepted, ignored
+    hidden = bad._replace(visible=bad.visible.at[1, 3].set(0.0))
+    zeroed = hidden._replace(joints2d=hidden.joints2d.at[1, 3, 0].set(0.0))
+    a, b = (refine.refine(start, ev, model, camera, CFG) for ev in (hidden, zeroed))
+    np.testing.assert_allclose(a.joints3d, b.joints3d)
     bad = evidence._replace(mask=evidence.mask.at[0, 5, 5].set(jnp.nan))
     with pytest.raises(ValueError, match=r"evidence\.mask .*example 0"):
         refine.refine(start, bad, model, camera, CFG)
@@ -205,3 +210,76 @@ def test_frozen_groups_hooks_and_one_trace(main_run, model, camera):
     assert np.all(np.asarray(res.terms["silhouette"]) > 0)
     shifted = evidence._replace(joints2d=evidence.joints2d + 1.0)
     jax.block_until_ready(run(start._replace(shape=start.shape * 0.5), shifted))
+
+
+FIT = refine.RefineConfig(steps=40, silhouette_weight=0.0, fit_starts=1)
+
+
+def test_fit_takes_nan_at_invisible_joints_and_refuses_nan_visibility(model, camera):
+    truth, _, evidence = _problem(model, camera, 1)
+    vis = np.ones((1, 21), np.float32)
+    vis[0, 3] = 0.0
+    with_nan = np.asarray(evidence.joints2d).copy()
+    with_nan[0, 3] = np.nan
+    zeroed = np.where(vis[..., None] > 0, with_nan, 0.0)
+    a = refine.fit(with_nan, vis, camera, model, config=FIT)
+    b = refine.fit(zeroed, vis, camera, model, config=FIT)
+    np.testing.assert_allclose(a.joints3d, b.joints3d, atol=1e-6)
+    assert np.all(np.isfinite(np.asarray(a.joints3d)))
+    vis[0, 3] = np.nan
+    with pytest.raises(ValueError, match=r"visibility holds NaN .*example 0"):
+        refine.fit(zeroed, vis, camera, model, config=FIT)
+    with pytest.raises(ValueError, match=r"joints2d \(at visible joints\) holds NaN"):
+        refine.fit(with_nan, np.ones((1, 21)), camera, model, config=FIT)
+
+
+def test_fit_of_no_hands_is_an_empty_result(model, camera):
+    res = refine.fit(np.zeros((0, 21, 2)), np.zeros((0, 21)), camera, model, config=FIT)
+    assert res.joints3d.shape == (0, 21, 3) and res.joints2d.shape == (0, 21, 2)
+    assert res.vertices.shape == (0, model.num_vertices, 3)
+    assert res.params.pose.shape == (0, 45) and res.losses.shape == (FIT.steps, 0)
+    assert set(res.terms) == {"joints2d", "shape_prior", "pose_prior"}
+
+
+def test_world_terms_measure_relative_shape_and_bone_directions(model):
+    joints = params.mesh(MeshParams.initial(1, model), model).joints
+    vis = jnp.ones((1, 21))
+    moved = joints + jnp.array([0.1, -0.2, 0.3])
+    assert float(refine._world_joints(joints, moved, vis)[0]) < 1e-10
+    assert float(refine._world_bones(joints, moved, vis)[0]) < 1e-10
+    # a smaller hand: same bone directions, other relative positions
+    centre = joints.mean(1, keepdims=True)
+    small = 0.8 * (joints - centre) + centre
+    assert float(refine._world_bones(joints, small, vis)[0]) < 1e-10
+    assert float(refine._world_joints(joints, small, vis)[0]) > 1e-5
+    turned = jnp.einsum("ij,bkj->bki", geometry.axis_angle_to_matrix(jnp.array([0.0, 0.0, 0.3])),
+                        joints)  # fmt: skip
+    assert float(refine._world_bones(joints, turned, vis)[0]) > 1e-3
+    # invisible joints do not count
+    wrong = joints.at[0, 20].add(0.05)
+    hidden = vis.at[0, 20].set(0.0)
+    assert float(refine._world_joints(joints, wrong, hidden)[0]) < 1e-10
+    assert float(refine._world_bones(joints, wrong, hidden)[0]) < 1e-10
+
+
+def test_world_evidence_fixes_the_depth_that_2d_joints_leave_open(model, camera):
+    """A hand smaller than the mean (shape 0 at -2.5), 0.7 m away: from 2D joints alone the
+    fit takes a mean-sized hand farther away; with metric world joints it finds the depth."""
+    quat = geometry.axis_angle_to_quaternion(jnp.array([[0.4, -0.3, 0.2]]))
+    truth = MeshParams.initial(1, model)._replace(
+        shape=jnp.zeros((1, 10)).at[0, 0].set(-2.5),
+        quat=quat - jnp.array([1.0, 0, 0, 0]),
+        trans=jnp.array([[0.02, -0.01, 0.2]]),
+    )
+    joints = params.mesh(truth, model).joints
+    joints2d, vis = render.project(joints, camera), jnp.ones((1, 21))
+    world = joints - joints.mean(1, keepdims=True) + 0.3  # any offset: only shape counts
+    plain = refine.fit(joints2d, vis, camera, model, config=FIT)
+    with_world = refine.fit(joints2d, vis, camera, model, world=world, config=FIT)
+    depth = float(joints[0, 9, 2])
+    err_plain = abs(float(plain.joints3d[0, 9, 2]) - depth)
+    err_world = abs(float(with_world.joints3d[0, 9, 2]) - depth)
+    assert err_world < 0.3 * err_plain and err_world < 0.02, (err_plain, err_world)
+    assert "world_joints" in with_world.terms and "world_joints" not in plain.terms
+    err2d = jnp.linalg.norm(with_world.joints2d - joints2d, axis=-1)
+    assert float(jnp.mean(err2d)) < 1.0

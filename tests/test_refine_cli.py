@@ -1,5 +1,6 @@
 """Tests of handfit.refine_cli (--mode=refine): a folder of images, keypoint JSONs and masks."""
 
+import dataclasses
 import json
 
 import jax.numpy as jnp
@@ -22,6 +23,7 @@ def _config(folder, steps=20):
     config.refine.render_size = 32
     config.refine.budget = 8192
     config.refine.fit_starts = 1
+    config.detect.enabled = False  # images without keypoints are skipped (and listed)
     return config
 
 
@@ -57,15 +59,24 @@ def test_run_writes_mesh_parameters_and_overlay(tmp_path, scene):
     written = refine_cli.run(_config(folder), str(tmp_path / "work"))
     out = tmp_path / "work" / "refine"
     assert sorted(written) == sorted(
-        [out / "hand.obj", out / "hand.json", out / "hand_overlay.png"]
+        [out / "hand_hand0.obj", out / "hand.glb", out / "hand.json", out / "hand_overlay.png"]
     )
-    mesh = trimesh.load(out / "hand.obj", process=False)
+    mesh = trimesh.load(out / "hand_hand0.obj", process=False)
     assert mesh.vertices.shape == (mano.open_hand().num_vertices, 3)
+    scene_glb = trimesh.load(out / "hand.glb")
+    (glb,) = scene_glb.geometry.values()
+    # glTF axes: turned 180 degrees about x, so the faces keep their winding
+    np.testing.assert_allclose(glb.vertices, mesh.vertices * [1, -1, -1], atol=1e-5)
+    np.testing.assert_array_equal(glb.faces, mesh.faces)
     record = json.loads((out / "hand.json").read_text())
-    assert [len(record["params"][g]) for g, _ in params.SIZES] == [n for _, n in params.SIZES]
+    assert len(record["hands"]) == 1
+    hand = record["hands"][0]
+    assert hand["side"] == "right" and hand["source"] == "keypoints" and not hand["warnings"]
+    assert [len(hand["params"][g]) for g, _ in params.SIZES] == [n for _, n in params.SIZES]
     # the fit lands on the keypoints it was given (the 21st was marked invisible)
-    err = np.linalg.norm(np.asarray(record["joints2d"])[:20] - scene[2][:20], axis=-1)
+    err = np.linalg.norm(np.asarray(hand["joints2d"])[:20] - scene[2][:20], axis=-1)
     assert np.mean(err) < 4.0, err
+    np.testing.assert_allclose(hand["error2d_px"], np.mean(err), rtol=1e-4)
     # the mesh in the .obj projects where the JSON says
     uv = render.project(jnp.asarray(mesh.vertices[None], jnp.float32), render.perspective_camera(
         *(record["camera"][k] for k in ("fx", "fy", "cx", "cy")), SIZE, SIZE))  # fmt: skip
@@ -73,6 +84,7 @@ def test_run_writes_mesh_parameters_and_overlay(tmp_path, scene):
     overlay = np.asarray(Image.open(out / "hand_overlay.png"))
     assert overlay.shape == (SIZE, SIZE, 3)
     assert not np.array_equal(overlay, scene[0])
+    assert (folder / "hand.json").read_text() != (out / "hand.json").read_text()
 
 
 @pytest.mark.parametrize(
@@ -89,7 +101,7 @@ def test_bad_keypoint_files_are_named(tmp_path, scene, fields, message):
     record = json.loads((folder / "hand.json").read_text())
     record.update(fields)
     (folder / "hand.json").write_text(json.dumps(record))
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(refine_cli.FailedImages, match=message):
         refine_cli.run(_config(folder), str(tmp_path / "work"))
 
 
@@ -97,9 +109,80 @@ def test_missing_input_is_explained(tmp_path, scene):
     with pytest.raises(FileNotFoundError, match="not a folder"):
         refine_cli.run(_config(tmp_path / "nowhere"), str(tmp_path / "work"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="no image with a keypoint JSON"):
+    with pytest.raises(FileNotFoundError, match="no image"):
         refine_cli.run(_config(tmp_path / "empty"), str(tmp_path / "work"))
     folder = _write_input(tmp_path / "in", scene)
     (folder / "hand.json").write_text("{not json")
-    with pytest.raises(ValueError, match=r"hand\.json: not a readable JSON"):
+    with pytest.raises(refine_cli.FailedImages, match=r"hand\.json: not a readable JSON"):
         refine_cli.run(_config(folder), str(tmp_path / "work"))
+
+
+def test_inputs_are_never_written_over(tmp_path, scene):
+    work = tmp_path / "work"
+    work.mkdir()
+    folder = _write_input(work / "refine", scene)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(ValueError, match="write over the inputs"):
+        refine_cli.run(_config(folder), str(work))
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_every_image_is_processed_and_failures_are_listed(tmp_path, scene):
+    folder = _write_input(tmp_path / "in", scene)
+    Image.fromarray(scene[0]).save(folder / "a_bad.png")
+    (folder / "a_bad.json").write_text(json.dumps({"keypoints": [[1, 2]] * 5}))
+    # two images beside one JSON: it cannot say which it belongs to
+    Image.fromarray(scene[0]).save(folder / "twin.png")
+    Image.fromarray(scene[0]).save(folder / "twin.jpg")
+    (folder / "twin.json").write_text((folder / "hand.json").read_text())
+    with pytest.raises(refine_cli.FailedImages) as failure:
+        refine_cli.run(_config(folder, steps=2), str(tmp_path / "work"))
+    message = str(failure.value)
+    assert "3 of 5 images failed" in message and "a_bad.png" in message
+    assert "twin.json is beside ['twin.jpg', 'twin.png']" in message
+    # the good image after the bad one was still fitted
+    assert (tmp_path / "work" / "refine" / "hand.json").is_file()
+    inputs = refine_cli._Inputs(folder)
+    assert [inputs.out_name(p) for p in inputs.images] == [
+        "a_bad", "hand", "no_keypoints", "twin.jpg", "twin.png"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "change, warning",
+    [
+        ({"visibility": [0] * 21}, "no visible joints"),
+        ({"shift": 1e8}, "far outside the image"),
+    ],
+)
+def test_fits_that_cannot_be_trusted_are_flagged(tmp_path, scene, capsys, change, warning):
+    image, mask, kp, k = scene
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(image).save(folder / "hand.png")
+    record = {"keypoints": (kp + change.get("shift", 0.0)).tolist(), "K": k}
+    record.update({n: v for n, v in change.items() if n != "shift"})
+    (folder / "hand.json").write_text(json.dumps(record))
+    refine_cli.run(_config(folder, steps=2), str(tmp_path / "work"))
+    hand = json.loads((tmp_path / "work" / "refine" / "hand.json").read_text())["hands"][0]
+    assert any(warning in w for w in hand["warnings"]), hand["warnings"]
+    assert f"WARNING: {hand['warnings'][0]}" in capsys.readouterr().out
+    if "shift" in change:
+        assert len(hand["warnings"]) >= 2  # also: the fit does not match / behind the camera
+    else:
+        assert hand["error2d_px"] is None
+
+
+def test_left_hands_use_a_left_file_beside_the_right_one(tmp_path):
+    config = _config(tmp_path)
+    mano.save_npz(mano.open_hand(), tmp_path / "MANO_RIGHT.npz")
+    config.hand.model_path = str(tmp_path / "MANO_RIGHT.npz")
+    mirrored = refine_cli._hand_model(config, "left")
+    assert mirrored.side == "left" and "mirrored" in mirrored.name
+    marked = mano.open_hand("left")  # a left file told apart by a shifted template
+    marked = dataclasses.replace(marked, v_template=np.asarray(marked.v_template) + 0.01)
+    mano.save_npz(marked, tmp_path / "MANO_LEFT.npz")
+    left = refine_cli._hand_model(config, "left")
+    assert left.side == "left"
+    np.testing.assert_allclose(left.v_template, marked.v_template, atol=1e-6)
+    assert refine_cli._hand_model(config, "right").side == "right"
