@@ -466,19 +466,27 @@ def _table(runs: Mapping[str, dict], hand_name: str, protocol_note: str) -> str:
                     f"| {r['epe_median_mm']:.1f} | {cell(pa, '.1f')} "
                     f"| {res['pose2d'][f'{v}_projected']['auc']:.3f} | {cell(iou, '.3f')} |"
                 )
-    lines += [
+    lines += _auc_table(
+        runs, "pose2d", JOINTS2D, "2D joints of the networks, PCK AUC over 0-30 px:"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _auc_table(runs: Mapping[str, dict], field: str, columns: Mapping[str, str], title: str):
+    """Markdown lines: ``title``, then one row per run and dataset of ``res[field][k]['auc']``."""
+    lines = [
         "",
-        "2D joints of the networks, PCK AUC over 0-30 px:",
+        title,
         "",
-        "| workdir | dataset | " + " | ".join(JOINTS2D.values()) + " |",
-        "|---|---|" + "---|" * len(JOINTS2D),
+        "| workdir | dataset | " + " | ".join(columns.values()) + " |",
+        "|---|---|" + "---|" * len(columns),
     ]
     for workdir, run in runs.items():
         for name, res in run["datasets"].items():
-            aucs = [res["pose2d"].get(k, {}).get("auc") for k in JOINTS2D]
+            aucs = [res[field].get(k, {}).get("auc") for k in columns]
             cells = ["-" if a is None else f"{a:.3f}" for a in aucs]
             lines.append(f"| {workdir} | {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _image_2d_table(runs: Mapping[str, dict]) -> str:
@@ -487,20 +495,11 @@ def _image_2d_table(runs: Mapping[str, dict]) -> str:
         **JOINTS2D,
         **{f"{v}_projected": f"{label} (projected)" for v, label in VARIANTS.items()},
     }
-    lines = [
-        "",
+    title = (
         "2D PCK AUC over 0-30 px in the dataset image's pixels, as hand3d's eval2d.py scores "
-        "(the 2D numbers above are in crop pixels):",
-        "",
-        "| workdir | dataset | " + " | ".join(columns.values()) + " |",
-        "|---|---|" + "---|" * len(columns),
-    ]
-    for workdir, run in runs.items():
-        for name, res in run["datasets"].items():
-            aucs = [res["pose2d_image"].get(k, {}).get("auc") for k in columns]
-            cells = ["-" if a is None else f"{a:.3f}" for a in aucs]
-            lines.append(f"| {workdir} | {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        "(the 2D numbers above are in crop pixels):"
+    )
+    return "\n".join(_auc_table(runs, "pose2d_image", columns, title)) + "\n"
 
 
 def _protocol_note(protocol: str) -> str:
