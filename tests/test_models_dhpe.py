@@ -106,20 +106,31 @@ def test_without_refiner_the_cpm_joints_are_used_throughout(run):
         np.testing.assert_array_equal(out.joints2d[t], out.joints2d_cpm)
 
 
-def test_gradients_reach_every_network(run):
+def test_gradients_reach_every_network_but_f_h_only_from_its_own_joints(run):
+    """The heads' outputs train f_F, f_M and f_R; f_H learns from its own j2D(0) (Eqs. 3 and
+    the keypoints term), never through the heads, as with the paper's arg-max."""
     model, variables, images, K, _ = run
 
-    def loss(p):
-        out, _ = model.apply(
-            {"params": p, "batch_stats": variables["batch_stats"]},
-            images, K, HAND, train=True, mutable=["batch_stats"],
-        )  # fmt: skip
-        return jnp.mean(out.joints3d[-1] ** 2) + jnp.mean(out.joints2d[-1] ** 2) * 1e-4
+    def grads_of(output):
+        def loss(p):
+            out, _ = model.apply(
+                {"params": p, "batch_stats": variables["batch_stats"]},
+                images, K, HAND, train=True, mutable=["batch_stats"],
+            )  # fmt: skip
+            return output(out)
 
-    grads = jax.jit(jax.grad(loss))(variables["params"])
-    for name in ("backbone", "cpm", "mesh_regressor", "pose_refiner"):
-        norm = sum(float(jnp.sum(g**2)) for g in jax.tree.leaves(grads[name]))
-        assert np.isfinite(norm) and norm > 0, name
+        grads = jax.jit(jax.grad(loss))(variables["params"])
+        return {k: sum(float(jnp.sum(g**2)) for g in jax.tree.leaves(v)) for k, v in grads.items()}
+
+    heads = grads_of(
+        lambda out: jnp.mean(out.joints3d[-1] ** 2) + jnp.mean(out.joints2d[-1] ** 2) * 1e-4
+    )
+    for name in ("backbone", "mesh_regressor", "pose_refiner"):
+        assert np.isfinite(heads[name]) and heads[name] > 0, name
+    assert heads["cpm"] == 0.0
+    own = grads_of(lambda out: jnp.mean(out.joints2d_cpm**2))
+    assert own["cpm"] > 0 and own["backbone"] > 0
+    assert own["mesh_regressor"] == 0.0
 
 
 def test_bad_inputs_are_named(run):
