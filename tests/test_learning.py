@@ -5,6 +5,8 @@ maps stayed at the all-zero prediction (Eq. 3 fell by a third) and the silhouett
 the meshes into slivers, and this test failed.
 """
 
+import contextlib
+
 import jax
 import numpy as np
 import pytest
@@ -30,6 +32,17 @@ FALLS = {
 HEATMAP_BELOW_ZERO_MAPS = 0.3
 
 
+@contextlib.contextmanager
+def _xla_optimizations():
+    """XLA's optimisations on inside (conftest turns most of them off for fast compiles)."""
+    before = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", before)
+
+
 @pytest.fixture(scope="module")
 def curves():
     config = tiny.get_config()
@@ -44,12 +57,14 @@ def curves():
     host = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
     mesh = train.data_mesh(jax.devices()[:1])
     batch = train._global_batch(host, NamedSharding(mesh, P("data")))
-    step = train.make_train_step(config, train.mano.open_hand(), mesh)
-    state = train.create_state(config, mesh)
-    rows = []
-    for _ in range(STEPS):
-        state, metrics = step(state, batch)
-        rows.append(jax.device_get(metrics))
+    # 200 steps run faster compiled with XLA's optimisations (conftest turns most off).
+    with _xla_optimizations():
+        step = train.make_train_step(config, train.mano.open_hand(), mesh)
+        state = train.create_state(config, mesh)
+        rows = []
+        for _ in range(STEPS):
+            state, metrics = step(state, batch)
+            rows.append(jax.device_get(metrics))
     curves = {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
     # losses.heatmap_loss of all-zero maps: each stage's masked mean of the targets squared.
     targets, visible = host["heatmaps"], host["visible"]
