@@ -4,16 +4,34 @@ Layout: ``<workdir>/checkpoints/<step>/{state,variables}``. ``state`` is whateve
 trainer saves to resume (parameters, batch statistics, optimiser state, step);
 ``variables`` is ``{'params': ..., 'batch_stats': ...}`` alone, so evaluation and
 refinement restore the network without knowing the optimiser.
+
+A checkpoint that cannot be restored (a truncated or missing file) is *damaged*:
+:func:`restore_state` falls back to the newest one that restores, with a warning naming
+the damaged ones, which it moves to ``<workdir>/checkpoints.damaged/<step>`` (kept for
+inspection; the resumed run saves those steps anew). :func:`restore_variables` raises
+:class:`CheckpointError` naming the checkpoint and the steps there are.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+from collections.abc import Callable
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
+from absl import logging
+
+from handfit.errors import UserError
 
 ITEMS = ("state", "variables")
+DAMAGED = "checkpoints.damaged"
+
+
+class CheckpointError(UserError):
+    """No checkpoint of a workdir can be restored; the message names each and its cause."""
 
 
 def directory(workdir: str | os.PathLike) -> str:
@@ -39,19 +57,123 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, variables: Any) -> 
     )
 
 
-def restore_state(mngr: ocp.CheckpointManager, abstract_state: Any, step: int | None = None):
-    """``(state, step)`` of the newest (or given) checkpoint, or ``(None, 0)`` if there is none.
+def _cause(error: BaseException) -> str:
+    """The first line of an error, with its type (orbax's messages run over many lines)."""
+    lines = str(error).strip().splitlines() or [""]
+    return f"{type(error).__name__}: {lines[0][:300]}"
+
+
+def _orbax_noise(unraisable) -> bool:
+    """Whether an unraisable exception is orbax's leftover from a failed restore: its reads
+    still in flight call back into the closed event loop ('Event loop is closed'), and its
+    abandoned coroutines report their own read errors."""
+    value, obj = unraisable.exc_value, unraisable.object
+    closed = isinstance(value, RuntimeError) and "Event loop is closed" in str(value)
+    code = getattr(obj, "cr_code", None)
+    return closed or (code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename)
+
+
+def _quiet_failed_restore() -> None:
+    """Hides orbax's leftovers of a failed restore (one traceback per array, printed by
+    threads after the error surfaced), so the error itself is what the user reads.
+
+    Installed once, after the first failed restore; other unraisable exceptions still print.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_handfit_quiet", False):
+        return
+
+    def hook(unraisable):
+        if not _orbax_noise(unraisable):
+            previous(unraisable)
+
+    hook._handfit_quiet = True
+    sys.unraisablehook = hook
+
+
+def _restore(mngr: ocp.CheckpointManager, step: int, **abstract) -> dict:
+    """Restores the named items of ``step``; any failure is re-raised after quieting orbax."""
+    args = ocp.args.Composite(**{k: ocp.args.StandardRestore(v) for k, v in abstract.items()})
+    try:
+        return mngr.restore(step, args=args)
+    except Exception:
+        _quiet_failed_restore()
+        raise
+
+
+def _set_aside(mngr: ocp.CheckpointManager, steps: list[int]) -> list[str]:
+    """Moves damaged step folders to ``<workdir>/checkpoints.damaged/`` (process 0; every
+    process then waits and re-reads the folder). Returns where each went."""
+    root = os.fspath(mngr.directory)
+    target = os.path.join(os.path.dirname(root), DAMAGED)
+    moved = []
+    for step in steps:
+        dest, n = os.path.join(target, str(step)), 1
+        while os.path.exists(dest):
+            dest, n = os.path.join(target, f"{step}.{n}"), n + 1
+        moved.append(dest)
+        if jax.process_index() == 0:
+            os.makedirs(target, exist_ok=True)
+            shutil.move(os.path.join(root, str(step)), dest)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("handfit_checkpoint_set_aside")
+    mngr.reload()
+    return moved
+
+
+def restore_state(
+    mngr: ocp.CheckpointManager,
+    abstract_state: Any,
+    step: int | None = None,
+    *,
+    also: Callable[[int], None] | None = None,
+) -> tuple[Any, int]:
+    """``(state, step)`` of the newest checkpoint that restores (or of ``step``), or
+    ``(None, 0)`` if there is none.
 
     ``abstract_state`` gives the structure, shapes and dtypes (e.g. the fresh state, or
-    ``jax.eval_shape`` of its constructor).
+    ``jax.eval_shape`` of its constructor). ``also(step)`` restores what else belongs to
+    a checkpoint (e.g. the input pipeline's position); its failure counts as damage too.
+
+    Without ``step``, damaged newer checkpoints are skipped with a warning naming each and
+    its cause, and moved to ``<workdir>/checkpoints.damaged/``. Raises
+    :class:`CheckpointError` listing every checkpoint and its cause when none restores
+    (then nothing is moved: the config, not the files, may be what differs).
     """
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-        return None, 0
-    restored = mngr.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
-    )
-    return restored["state"], int(step)
+    steps = sorted(mngr.all_steps(), reverse=True) if step is None else [step]
+    failures: list[tuple[int, BaseException]] = []
+    for s in steps:
+        try:
+            state = _restore(mngr, s, state=abstract_state)["state"]
+            if also is not None:
+                also(s)
+        except Exception as e:  # orbax raises ValueError, JSONDecodeError, OSError, ...
+            failures.append((s, e))
+            continue
+        if failures:
+            moved = _set_aside(mngr, [f for f, _ in failures])
+            for (bad, error), dest in zip(failures, moved, strict=True):
+                logging.warning(
+                    "checkpoint %s is damaged and was skipped (%s); moved to %s. Resuming "
+                    "from step %d.",
+                    os.path.join(os.fspath(mngr.directory), str(bad)),
+                    _cause(error),
+                    dest,
+                    s,
+                )
+        return state, int(s)
+    if failures:
+        listed = "; ".join(
+            f"{os.path.join(os.fspath(mngr.directory), str(s))}: {_cause(e)}" for s, e in failures
+        )
+        raise CheckpointError(
+            f"no checkpoint in {mngr.directory} can be restored ({listed}). If the config "
+            f"differs from the one that trained them, use that one; if the files are damaged, "
+            f"move them away to start over"
+        ) from failures[0][1]
+    return None, 0
 
 
 def restore_variables(
@@ -59,18 +181,39 @@ def restore_variables(
 ) -> tuple[Any, int]:
     """``(variables, step)`` from ``<workdir>/checkpoints``: the newest, or ``step``.
 
-    Raises FileNotFoundError naming the folder when it holds no checkpoint (or not ``step``).
+    Raises FileNotFoundError naming the folder when it holds no checkpoint (or not
+    ``step``), and :class:`CheckpointError` naming the checkpoint, the cause and the other
+    steps when it cannot be restored (damaged, or saved from another model).
     """
     mngr = manager(workdir, create=False) if os.path.isdir(directory(workdir)) else None
-    steps = list(mngr.all_steps()) if mngr else []
-    if not steps or (step is not None and step not in steps):
-        want = "no checkpoint" if step is None else f"no step {step} (it has {sorted(steps)})"
-        raise FileNotFoundError(
-            f"{directory(workdir)} holds {want}: train first with "
-            f"python main.py --mode=train --config=<config> --workdir={workdir}"
-        )
-    step = max(steps) if step is None else step
-    restored = mngr.restore(
-        step, args=ocp.args.Composite(variables=ocp.args.StandardRestore(abstract_variables))
-    )
-    return restored["variables"], int(step)
+    try:
+        steps = sorted(mngr.all_steps()) if mngr else []
+        if not steps or (step is not None and step not in steps):
+            want = "no checkpoint" if step is None else f"no step {step} (it has {steps})"
+            raise FileNotFoundError(
+                f"{directory(workdir)} holds {want}: train first with "
+                f"python main.py --mode=train --config=<config> --workdir={workdir}"
+            )
+        step = max(steps) if step is None else step
+        try:
+            restored = _restore(mngr, step, variables=abstract_variables)
+        except Exception as e:
+            others = [s for s in steps if s != step]
+            hint = f"; other steps: --config.eval.step=N with N in {others}" if others else ""
+            raise CheckpointError(
+                f"checkpoint {os.path.join(directory(workdir), str(step))} cannot be restored "
+                f"({_cause(e)}): it is damaged, or holds another model than this config "
+                f"builds{hint}"
+            ) from e
+        return restored["variables"], int(step)
+    finally:
+        if mngr is not None:
+            mngr.close()
+
+
+def newest_step(workdir: str | os.PathLike) -> int | None:
+    """The newest finished step folder in ``<workdir>/checkpoints`` (unfinished ones, named
+    ``<step>.orbax-checkpoint-tmp-*``, do not count), or None; no restore is tried."""
+    root = directory(workdir)
+    steps = [int(n) for n in os.listdir(root) if n.isdigit()] if os.path.isdir(root) else []
+    return max(steps, default=None)

@@ -13,7 +13,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from configs import tiny
-from handfit import mano, params, train
+from handfit import config_check, mano, params, train
 from handfit.data import pipeline
 
 SIZE = 32
@@ -170,3 +170,80 @@ def test_non_finite_loss_stops_naming_the_step_and_term(
     with pytest.raises(train.NonFiniteLossError, match=r"step 1: articulation=nan, total=nan\."):
         train.train(config, str(tmp_path), records)
     assert not os.listdir(tmp_path / "checkpoints")  # nothing non-finite was saved
+
+
+def _resumable_copy(workdir, name):
+    """A copy of the uninterrupted run (checkpoints 2 and 4, config.json)."""
+    copy = f"{workdir}_{name}"
+    shutil.copytree(workdir, copy)
+    return copy
+
+
+def _no_build(monkeypatch):
+    """Makes building a step an error: config checks must come first."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("built a training step before checking the config")
+
+    monkeypatch.setattr(train, "compiled_steps", refuse)
+    monkeypatch.setattr(train, "create_state", refuse)
+
+
+def test_a_bad_field_stops_before_anything_is_built(config, records, tmp_path, monkeypatch):
+    _no_build(monkeypatch)
+    bad = config.copy_and_resolve_references()
+    bad.train.checkpoint_every = 0  # was a ZeroDivisionError at step 1, after compiling
+    with pytest.raises(config_check.ConfigError, match="config.train.checkpoint_every=0"):
+        train.train(bad, str(tmp_path), records)
+
+
+def test_a_resume_that_changes_the_model_is_refused_and_config_json_kept(
+    config, records, uninterrupted, monkeypatch
+):
+    workdir = _resumable_copy(uninterrupted[0], "wider")
+    with open(os.path.join(workdir, "config.json")) as f:
+        before = f.read()
+    _no_build(monkeypatch)
+    wider = config.copy_and_resolve_references()
+    wider.model.cpm_width = 16
+    with pytest.raises(config_check.ConfigError, match=r"cannot resume .*cpm_width 8 -> 16"):
+        train.train(wider, workdir, records)
+    fewer = config.copy_and_resolve_references()
+    fewer.train.steps = 2  # below the newest checkpoint (4): used to exit 0, silently
+    with pytest.raises(config_check.ConfigError, match=r"train.steps=2 is below .* \(4\)"):
+        train.train(fewer, workdir, records)
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert f.read() == before  # the record of what the checkpoints hold
+
+
+def test_a_damaged_newest_checkpoint_resumes_from_the_previous_one(
+    config, records, uninterrupted, caplog
+):
+    workdir, want = uninterrupted
+    damaged = _resumable_copy(workdir, "damaged")
+    folder = os.path.join(damaged, "checkpoints", "4", "state", "d")
+    (name,) = os.listdir(folder)
+    with open(os.path.join(folder, name), "r+b") as f:  # a truncated array file
+        f.truncate(os.path.getsize(os.path.join(folder, name)) // 2)
+    state = jax.device_get(train.train(config, damaged, records))
+    assert "checkpoints/4 is damaged" in caplog.text and "Resuming from step 2" in caplog.text
+    chex.assert_trees_all_equal(state.params, want.params)
+    assert os.path.isdir(os.path.join(damaged, "checkpoints.damaged", "4"))
+
+
+def test_non_finite_stop_names_the_last_good_checkpoint(
+    config, records, uninterrupted, monkeypatch
+):
+    workdir = _resumable_copy(uninterrupted[0], "nan")
+    with open(os.path.join(workdir, "input_state", "4.p0.json"), "w") as f:
+        f.write('{"last_seen_indices": ')  # checkpoint 4 is damaged: resume from 2
+    real = pipeline.dataset
+
+    def corrupt(batch):
+        batch["joints3d"][1, 5] = np.nan
+        return batch
+
+    monkeypatch.setattr(pipeline, "dataset", lambda *a, **kw: real(*a, **kw).map(corrupt))
+    last_good = os.path.join(workdir, "checkpoints", "2")
+    with pytest.raises(train.NonFiniteLossError, match=f"step 3: .*resume from {last_good},"):
+        train.train(config, workdir, records)
