@@ -818,6 +818,21 @@ def train(
     return state
 
 
+def initialize_distributed() -> None:
+    """``jax.distributed.initialize()`` for ``config.train.distributed`` (one process per host).
+
+    Under SLURM, Open MPI (``mpirun``), Kubernetes or on Cloud TPU, jax finds everything
+    itself. Elsewhere set, for every process, ``JAX_COORDINATOR_ADDRESS`` (host:port of
+    process 0, which jax reads), ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (0 to n - 1,
+    which this passes on). CPUs exchange gradients through gloo, jax's default.
+    """
+    given = {k: os.environ.get(k) for k in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID")}
+    if not all(v is None or v.isdigit() for v in given.values()):
+        raise config_check.ConfigError(f"{given}: expected whole numbers (environment)")
+    count, index = (None if v is None else int(v) for v in given.values())
+    jax.distributed.initialize(num_processes=count, process_id=index)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """``--mode=train``: check the config, prepare its data, train, save (:func:`train`).
 
@@ -831,7 +846,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     if not config.data.train:
         raise config_check.ConfigError("config.data.train=(); expected the datasets to train on")
     if config.train.distributed:
-        jax.distributed.initialize()
+        initialize_distributed()
     os.makedirs(workdir, exist_ok=True)
     builders.prepare_config(config)
     train_sources = [builders.config_source(config, n, train=True) for n in config.data.train]

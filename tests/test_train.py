@@ -2,7 +2,11 @@
 
 import json
 import os
+import pickle
 import shutil
+import socket
+import subprocess
+import sys
 
 import chex
 import jax
@@ -247,3 +251,65 @@ def test_non_finite_stop_names_the_last_good_checkpoint(
     last_good = os.path.join(workdir, "checkpoints", "2")
     with pytest.raises(train.NonFiniteLossError, match=f"step 3: .*resume from {last_good},"):
         train.train(config, workdir, records)
+
+
+def test_two_processes_train_and_resume_as_one_process_with_two_devices(
+    config, records, uninterrupted, tmp_path
+):
+    """Two processes on this machine joined by jax.distributed (gloo, a localhost
+    coordinator), one device each: 4 steps, then a resume from step 2. The reference is this
+    process's two devices fed the same global batches: each process's shard, in order."""
+    with open(tmp_path / "config.json", "w") as f:
+        f.write(config.to_json())
+    with open(tmp_path / "records.pkl", "wb") as f:
+        pickle.dump(records, f)
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    worker = [sys.executable, os.path.join(root, "tests", "distributed_worker.py")]
+    args = [str(tmp_path / "run"), str(tmp_path / "config.json"), str(tmp_path / "records.pkl")]
+    env = os.environ | {
+        "PYTHONPATH": root,
+        "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+        "JAX_NUM_PROCESSES": "2",
+    }
+    procs = [
+        subprocess.Popen(
+            [*worker, *args, str(tmp_path / "params.npz")],
+            env=env | {"JAX_PROCESS_ID": str(i)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(logs)
+    assert "resumed from" in logs[0] and "at step 2" in logs[0], logs[0]
+
+    mesh = train.data_mesh()
+    step = train.compiled_steps(config, mesh)[0]
+    state = train.create_state(config, mesh)
+    local = config.train.batch_size // 2
+    options = pipeline.options(config.data)
+    shards = [
+        iter(
+            pipeline.dataset(
+                records, batch_size=local, train=True, shard_index=i, shard_count=2, **options
+            )
+        )
+        for i in range(2)
+    ]
+    sharding = NamedSharding(mesh, P("data"))
+    for _ in range(config.train.steps):
+        halves = [next(s) for s in shards]
+        batch = {k: np.concatenate([h[k] for h in halves]) for k in train.BATCH_KEYS}
+        state, _ = step(state, train._global_batch(batch, sharding))
+    want = jax.tree.leaves(jax.device_get(state.params))
+    with np.load(tmp_path / "params.npz") as saved:
+        got = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    assert len(got) == 2 * len(want)
+    for name, run in (("first", got[: len(want)]), ("resumed", got[len(want) :])):
+        for a, b in zip(run, want, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
