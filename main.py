@@ -11,6 +11,7 @@ prints one line, ``main.py: error: ...``, and exits with status 2; anything else
 its traceback.
 """
 
+import errno
 import importlib
 import sys
 
@@ -109,6 +110,10 @@ def main(argv):
             run(FLAGS.config, FLAGS.workdir)
     except (UserError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
         fail(str(e))
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        fail(f"{e}: free space and rerun the same command (training resumes where it stopped)")
 
 
 if __name__ == "__main__":

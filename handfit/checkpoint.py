@@ -9,11 +9,15 @@ A checkpoint that cannot be restored (a truncated or missing file) is *damaged*:
 :func:`restore_state` falls back to the newest one that restores, with a warning naming
 the damaged ones, which it moves to ``<workdir>/checkpoints.damaged/<step>`` (kept for
 inspection; the resumed run saves those steps anew). :func:`restore_variables` raises
-:class:`CheckpointError` naming the checkpoint and the steps there are.
+:class:`CheckpointError` naming the checkpoint and the steps there are. A save that cannot
+be written (a full disk) raises :class:`CheckpointError` from :func:`save` or :func:`wait`;
+orbax writes into ``<step>.orbax-checkpoint-tmp`` and renames it when complete, so the
+earlier checkpoints stay intact and an unfinished one is ignored.
 """
 
 from __future__ import annotations
 
+import logging as logging_std
 import os
 import shutil
 import sys
@@ -43,17 +47,41 @@ def manager(
     workdir: str | os.PathLike, *, max_to_keep: int | None = 3, create: bool = True
 ) -> ocp.CheckpointManager:
     """The workdir's checkpoint manager (keeps the newest ``max_to_keep``)."""
+    _quiet_orbax_noise()
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create)
     return ocp.CheckpointManager(directory(workdir), options=options, item_names=ITEMS)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, variables: Any) -> None:
-    """Saves both items at ``step`` (asynchronously; ``mngr.wait_until_finished()`` to block)."""
-    mngr.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), variables=ocp.args.StandardSave(variables)
-        ),
+    """Saves both items at ``step`` (asynchronously; :func:`wait` blocks until written).
+
+    Raises :class:`CheckpointError` when this or the previous save could not be written
+    (e.g. a full disk); the checkpoints written before are intact.
+    """
+    args = ocp.args.Composite(
+        state=ocp.args.StandardSave(state), variables=ocp.args.StandardSave(variables)
+    )
+    try:
+        mngr.save(step, args=args)
+    except Exception as e:  # orbax re-raises the previous save's failure here
+        raise _write_error(mngr, e) from e
+
+
+def wait(mngr: ocp.CheckpointManager) -> None:
+    """Blocks until the pending save is written; its failure is a :class:`CheckpointError`."""
+    try:
+        mngr.wait_until_finished()
+    except Exception as e:
+        raise _write_error(mngr, e) from e
+
+
+def _write_error(mngr: ocp.CheckpointManager, error: BaseException) -> CheckpointError:
+    steps = mngr.all_steps()  # finished ones only
+    newest = f"step {max(steps)}" if steps else "none yet: the run starts over"
+    return CheckpointError(
+        f"a checkpoint could not be written in {mngr.directory} ({_cause(error)}); is the "
+        f"disk full? Free space and rerun the same command: it resumes from the newest "
+        f"complete checkpoint ({newest})"
     )
 
 
@@ -64,20 +92,31 @@ def _cause(error: BaseException) -> str:
 
 
 def _orbax_noise(unraisable) -> bool:
-    """Whether an unraisable exception is orbax's leftover from a failed restore: its reads
-    still in flight call back into the closed event loop ('Event loop is closed'), and its
-    abandoned coroutines report their own read errors."""
+    """Whether an unraisable exception is orbax's leftover from a failed restore or save: its
+    reads and writes still in flight call back into the closed event loop ('Event loop is
+    closed'), and its abandoned coroutines report their own errors."""
     value, obj = unraisable.exc_value, unraisable.object
     closed = isinstance(value, RuntimeError) and "Event loop is closed" in str(value)
     code = getattr(obj, "cr_code", None)
     return closed or (code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename)
 
 
-def _quiet_failed_restore() -> None:
-    """Hides orbax's leftovers of a failed restore (one traceback per array, printed by
-    threads after the error surfaced), so the error itself is what the user reads.
+class _NoOrbaxTracebacks(logging_std.Filter):
+    """Keeps orbax's error log lines but drops their tracebacks: the failure surfaces as
+    this module's one :class:`CheckpointError`, which names the cause."""
 
-    Installed once, after the first failed restore; other unraisable exceptions still print.
+    def filter(self, record: logging_std.LogRecord) -> bool:
+        if record.exc_info and f"{os.sep}orbax{os.sep}" in record.pathname:
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_orbax_noise() -> None:
+    """Hides orbax's leftovers of a failed restore or save (one traceback per array, printed
+    by its threads around the error), so the error itself is what the user reads.
+
+    Installed once, when the first manager is made; other unraisable exceptions and log
+    records still print.
     """
     previous = sys.unraisablehook
     if getattr(previous, "_handfit_quiet", False):
@@ -89,16 +128,13 @@ def _quiet_failed_restore() -> None:
 
     hook._handfit_quiet = True
     sys.unraisablehook = hook
+    logging_std.getLogger("absl").addFilter(_NoOrbaxTracebacks())
 
 
 def _restore(mngr: ocp.CheckpointManager, step: int, **abstract) -> dict:
-    """Restores the named items of ``step``; any failure is re-raised after quieting orbax."""
+    """The named items of ``step``, restored to the structures ``abstract`` gives."""
     args = ocp.args.Composite(**{k: ocp.args.StandardRestore(v) for k, v in abstract.items()})
-    try:
-        return mngr.restore(step, args=args)
-    except Exception:
-        _quiet_failed_restore()
-        raise
+    return mngr.restore(step, args=args)
 
 
 def _set_aside(mngr: ocp.CheckpointManager, steps: list[int]) -> list[str]:

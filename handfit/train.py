@@ -812,7 +812,7 @@ def train(
             finish(pending)
     finally:
         bar.close()
-        mngr.wait_until_finished()
+        checkpoint.wait(mngr)
         mngr.close()
         logger.close()
     return state

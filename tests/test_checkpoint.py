@@ -132,3 +132,36 @@ def test_damaged_variables_raise_one_clear_error_without_orbax_noise(tmp_path):
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert run.stdout.strip() == "CheckpointError", run.stdout + run.stderr
     assert "Traceback" not in run.stderr, run.stderr
+
+
+def test_a_checkpoint_that_cannot_be_written_keeps_the_previous_ones(tmp_path):
+    """A write failure (here a file-size limit, as a full disk) is one clear error; the
+    unfinished checkpoint is ignored and the next run resumes from the last complete one."""
+    zeros = {"params": {f"w{i}": jnp.zeros(300) for i in range(40)}}
+    mngr = checkpoint.manager(tmp_path)
+    checkpoint.save(mngr, 2, zeros, zeros)
+    checkpoint.wait(mngr)
+    mngr.close()
+    script = (
+        "import resource, signal, jax.numpy as jnp\n"
+        "from handfit import checkpoint\n"
+        "tree = {'params': {f'w{i}': jnp.ones(300) for i in range(40)}}\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))\n"
+        f"mngr = checkpoint.manager({str(tmp_path)!r})\n"
+        "try:\n"
+        "    checkpoint.save(mngr, 4, tree, tree)\n"
+        "    checkpoint.wait(mngr)\n"
+        "except checkpoint.CheckpointError as e:\n"
+        "    print(e)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert "could not be written" in run.stdout and "complete checkpoint (step 2)" in run.stdout
+    assert "Traceback" not in run.stderr, run.stderr
+    mngr = checkpoint.manager(tmp_path)
+    state, step = checkpoint.restore_state(mngr, zeros)
+    assert step == 2
+    checkpoint.save(mngr, 4, state, state)  # the resumed run writes step 4 again
+    checkpoint.wait(mngr)
+    assert list(mngr.all_steps()) == [2, 4]
+    mngr.close()
