@@ -35,7 +35,8 @@ DAMAGED = "checkpoints.damaged"
 
 
 class CheckpointError(UserError):
-    """No checkpoint of a workdir can be restored; the message names each and its cause."""
+    """A checkpoint cannot be restored or written; the message names it, the cause and what
+    to do."""
 
 
 def directory(workdir: str | os.PathLike) -> str:
@@ -249,7 +250,7 @@ def restore_variables(
 
 def newest_step(workdir: str | os.PathLike) -> int | None:
     """The newest finished step folder in ``<workdir>/checkpoints`` (unfinished ones, named
-    ``<step>.orbax-checkpoint-tmp-*``, do not count), or None; no restore is tried."""
+    ``<step>.orbax-checkpoint-tmp``, do not count), or None; no restore is tried."""
     root = directory(workdir)
     steps = [int(n) for n in os.listdir(root) if n.isdigit()] if os.path.isdir(root) else []
     return max(steps, default=None)

@@ -52,17 +52,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from handfit import (
-    checkpoint,
-    config_check,
-    mano,
-    metrics,
-    params,
-    refine,
-    render,
-    skeleton,
-    viz,
-)
+from handfit import checkpoint, config_check, mano, metrics, params, refine, render, skeleton, viz
 from handfit.data import builders, example, pipeline
 from handfit.models import dhpe
 
