@@ -4,14 +4,14 @@ JAX_NUM_PROCESSES and JAX_PROCESS_ID set::
     python tests/distributed_worker.py WORKDIR CONFIG.json RECORDS.pkl OUT.npz
 
 Joins the other process (``train.initialize_distributed``), trains the config (4 steps,
-checkpoints at 2 and 4) on the pickled records; then, as if killed after step 2, removes
-checkpoint 4 and resumes. Process 0 saves the parameters of both runs to OUT.npz.
+checkpoints at 2 and 4) on the pickled records; then truncates an array file of checkpoint
+4 and trains again, which resumes from checkpoint 2. Process 0 saves the parameters of both
+runs to OUT.npz.
 """
 
 import json
 import os
 import pickle
-import shutil
 import sys
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"  # one device each
@@ -35,11 +35,12 @@ def main(workdir: str, config_json: str, records_pickle: str, out: str) -> None:
         records = pickle.load(f)
     first = jax.device_get(train.train(config, workdir, records).params)
     multihost_utils.sync_global_devices("trained")
-    if jax.process_index() == 0:
-        shutil.rmtree(os.path.join(workdir, "checkpoints", "4"))
-        for p in range(jax.process_count()):
-            os.remove(os.path.join(workdir, "input_state", f"4.p{p}.json"))
-    multihost_utils.sync_global_devices("killed")
+    if jax.process_index() == 0:  # checkpoint 4 damaged: a truncated array file
+        folder = os.path.join(workdir, "checkpoints", "4", "state", "d")
+        for name in os.listdir(folder):
+            with open(os.path.join(folder, name), "r+b") as f:
+                f.truncate(os.path.getsize(os.path.join(folder, name)) // 2)
+    multihost_utils.sync_global_devices("damaged")
     resumed = jax.device_get(train.train(config, workdir, records).params)
     if jax.process_index() == 0:
         leaves = jax.tree.leaves({"first": first, "resumed": resumed})
