@@ -59,7 +59,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from handfit import checkpoint, mano, metrics, params, refine, render, skeleton, viz
+from handfit import checkpoint, config_check, mano, metrics, params, refine, render, skeleton, viz
 from handfit.data import builders, example, pipeline
 from handfit.models import dhpe
 
@@ -528,6 +528,7 @@ def evaluate_workdir(
     ``predict``: the jitted ``_predict`` bound to the model, hand and refinement settings.
     Returns ``{'workdir', 'step', 'report_dir', 'hand_model', 'variants', 'datasets'}``.
     """
+    config_check.check_workdir(config, workdir, config_check.MODEL_FIELDS, action="evaluate")
     model = dhpe.from_config(config)
     abstract = jax.eval_shape(lambda: dhpe.init(model, jax.random.key(0), hand))
     step = None if config.eval.step < 0 else int(config.eval.step)
@@ -591,8 +592,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     :func:`evaluate_workdir` returns it), plus ``'comparison'`` (the table's rows) when
     several workdirs are compared. Raises FileNotFoundError naming the folder when a
     workdir has no checkpoint, and when a test set is not prepared; ValueError naming the
-    field for a bad ``config.eval`` or ``config.data.test`` value.
+    field for a bad ``config.eval`` or ``config.data.test`` value, ``ConfigError`` naming the
+    fields when the config's model differs from the one a workdir's checkpoints were trained
+    with (its ``config.json``), and ``CheckpointError`` when a checkpoint cannot be restored.
     """
+    config_check.validate(config)
     _check_config(config)
     workdirs = [os.fspath(w) for w in config.eval.workdirs] or [os.fspath(workdir)]
     hand = mano.get_model(config.hand.model_path, config.hand.side)

@@ -49,7 +49,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from handfit import augment, checkpoint, losses, mano, params, render, viz
+from handfit import augment, checkpoint, config_check, losses, mano, params, render, viz
 from handfit.data import backgrounds, pipeline
 from handfit.models import dhpe
 
@@ -509,14 +509,31 @@ def _compiled(config_json: str, devices: tuple, augmented: bool = False) -> tupl
 # The loop
 
 
-def check_finite(metrics: Mapping[str, Any], step: int) -> None:
-    """Raises :class:`NonFiniteLossError` naming ``step`` and every non-finite loss term."""
-    bad = [k for k in LOSS_TERMS if k in metrics and not np.isfinite(metrics[k])]
+def check_finite(metrics: Mapping[str, Any], step: int, last_checkpoint: str | None = None) -> None:
+    """Raises :class:`NonFiniteLossError` naming ``step`` and every non-finite loss term
+    (or, with finite losses, non-finite gradient or parameter norms).
+
+    ``last_checkpoint``: the newest checkpoint known to hold finite values (restored or saved
+    by this run), which the message names as the one to resume from.
+    """
+    what, bad = "loss", [k for k in LOSS_TERMS if k in metrics and not np.isfinite(metrics[k])]
+    if not bad:
+        norms = ("grad_norm", "param_norm")
+        what, bad = (
+            "gradients or parameters",
+            [k for k in norms if k in metrics and not np.isfinite(metrics[k])],
+        )
     if bad:
         values = ", ".join(f"{k}={float(metrics[k])}" for k in bad)
+        resume = (
+            f"lower it and rerun to resume from {last_checkpoint}, the last checkpoint saved "
+            f"with finite values"
+            if last_checkpoint
+            else "lower it and rerun (no checkpoint was saved before this step)"
+        )
         raise NonFiniteLossError(
-            f"non-finite loss at step {step}: {values}. Lower config.optim.learning_rate, "
-            f"check the data of that step, or resume from the last checkpoint."
+            f"non-finite {what} at step {step}: {values}. Check the data of that step, or "
+            f"the learning rate (config.optim.learning_rate): {resume}."
         )
 
 
@@ -601,8 +618,11 @@ def _load_input_state(workdir: str, step: int) -> dict:
             f"so the run cannot resume exactly; delete {checkpoint.directory(workdir)} to "
             f"start over"
         )
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from e
 
 
 class _Logger:
@@ -687,10 +707,18 @@ def train(
     """Trains on ``train_source`` (random-access records) until ``config.train.steps``.
 
     Resumes from ``<workdir>/checkpoints`` when it holds a checkpoint (state and input
-    position); saves every ``train.checkpoint_every`` steps and at the end; validates on
-    ``test_source`` every ``train.eval_every`` steps. Returns the final state.
+    position; the newest that restores, see ``checkpoint.restore_state``); saves every
+    ``train.checkpoint_every`` steps and at the end; validates on ``test_source`` every
+    ``train.eval_every`` steps. Returns the final state.
+
+    Raises ``config_check.ConfigError`` before building anything when a field is out of
+    range, when a resume would change the model (``config_check.RESUME_FIELDS``, against
+    ``<workdir>/config.json``), or when ``train.steps`` is below the newest checkpoint's
+    step. ``config.json`` is written once the checkpoint (if any) is restored, when there
+    are steps to train; a changed predecessor is kept (``config_check.record``).
     """
     workdir = os.path.abspath(workdir)
+    config_check.check_resume(config, workdir)
     mesh = data_mesh() if mesh is None else mesh
     _check_batch(config, mesh)
     hand = mano.get_model(config.hand.model_path, config.hand.side)
@@ -705,7 +733,6 @@ def train(
 
     state = create_state(config, mesh)
     mngr = checkpoint.manager(workdir, max_to_keep=config.train.max_to_keep)
-    restored, start = checkpoint.restore_state(mngr, state)
     data = pipeline.dataset(
         train_source,
         batch_size=config.train.batch_size // jax.process_count(),
@@ -717,13 +744,21 @@ def train(
         **pipeline.options(config.data),
     )
     batches: Iterator = iter(data)
+    restored, start = checkpoint.restore_state(
+        mngr, state, also=lambda step: batches.set_state(_load_input_state(workdir, step))
+    )
+    total = int(config.train.steps)  # >= start: config_check.check_resume
+    last_checkpoint = None
     if restored is not None:
         state = restored
-        batches.set_state(_load_input_state(workdir, start))
+        last_checkpoint = os.path.join(checkpoint.directory(workdir), str(start))
         if main_process:
-            print(f"resumed from {checkpoint.directory(workdir)} at step {start}")
-
-    total = int(config.train.steps)
+            done = " = config.train.steps: nothing to train" if start == total else ""
+            print(f"resumed from {checkpoint.directory(workdir)} at step {start}{done}")
+    if main_process and start < total:
+        for path, (old, new) in config_check.record(config, workdir, start).items():
+            if start:
+                print(f"config changed since step {start}: {path} {old!r} -> {new!r}")
     log_every = max(int(config.train.log_every), 1)
     logger = _Logger(workdir, start, main_process)
     schedule = learning_rate_schedule(config)
@@ -739,9 +774,11 @@ def train(
     )
 
     def save(step):
+        nonlocal last_checkpoint
         _save_input_state(workdir, step, batches.get_state())
         host = jax.device_get(state)  # the next step donates the device buffers
         checkpoint.save(mngr, step, host, host.variables)
+        last_checkpoint = os.path.join(checkpoint.directory(workdir), str(step))
 
     pending = None  # (step, metrics) of the previous step, read after the next is dispatched
     tick, tick_step = time.perf_counter(), start
@@ -750,7 +787,7 @@ def train(
         nonlocal tick, tick_step
         step, metrics = step_metrics
         metrics = jax.device_get(metrics)
-        check_finite(metrics, step)
+        check_finite(metrics, step, last_checkpoint)
         if step % log_every == 0 or step == total:
             now = time.perf_counter()
             rate = (step - tick_step) / max(now - tick, 1e-9)
@@ -800,30 +837,43 @@ def train(
             finish(pending)
     finally:
         bar.close()
-        mngr.wait_until_finished()
+        checkpoint.wait(mngr)
         mngr.close()
         logger.close()
     return state
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-    """``--mode=train``: prepare the config's data, train, save, write ``config.json``.
+def initialize_distributed() -> None:
+    """``jax.distributed.initialize()`` for ``config.train.distributed`` (one process per host).
 
-    Stops with the datasets' own instructions (no traceback) when a dataset is missing.
+    Under SLURM, Open MPI (``mpirun``), Kubernetes or on Cloud TPU, jax finds everything
+    itself. Elsewhere set, for every process, ``JAX_COORDINATOR_ADDRESS`` (host:port of
+    process 0, which jax reads), ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (0 to n - 1,
+    which this passes on). CPUs exchange gradients through gloo, jax's default.
+    """
+    given = {k: os.environ.get(k) for k in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID")}
+    if not all(v is None or v.isdigit() for v in given.values()):
+        raise config_check.ConfigError(f"{given}: expected whole numbers (environment)")
+    count, index = (None if v is None else int(v) for v in given.values())
+    jax.distributed.initialize(num_processes=count, process_id=index)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """``--mode=train``: check the config, prepare its data, train, save (:func:`train`).
+
+    Raises ``config_check.ConfigError`` (a field out of range, a resume that changes the
+    model) before preparing anything, and ``DatasetNotFoundError`` with the datasets' own
+    instructions when a dataset is missing.
     """
     from handfit.data import builders
-    from handfit.data import example as ex
 
+    config_check.check_resume(config, workdir)
+    if not config.data.train:
+        raise config_check.ConfigError("config.data.train=(); expected the datasets to train on")
     if config.train.distributed:
-        jax.distributed.initialize()
+        initialize_distributed()
     os.makedirs(workdir, exist_ok=True)
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
-    try:
-        builders.prepare_config(config)
-    except ex.DatasetNotFoundError as e:
-        raise SystemExit(f"cannot train: {e}") from None
+    builders.prepare_config(config)
     train_sources = [builders.config_source(config, n, train=True) for n in config.data.train]
     test = config.data.test[0] if config.data.test else None
     test_source = builders.config_source(config, test, train=False) if test else None

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import struct
+import zlib
 
 import numpy as np
 import scipy.io
@@ -333,3 +335,22 @@ def write_freihand(data_dir: str, rng: np.random.Generator, n: int = 2, split: s
             masks.append(mask)
             Image.fromarray(mask * 255).save(os.path.join(root, split, "mask", f"{i:08d}.jpg"))
     return {"xyz": xyz, "K": K, "verts": verts, "mano": mano[:, 0], "scale": scale, "masks": masks}
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def write_huge_png(path, side=20000):
+    """A valid all-black 1-bit PNG of ``side`` x ``side`` pixels (a few kB on disk)."""
+
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = b"\0" * (1 + (side + 7) // 8)  # filter byte, then the packed bits
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1 bit, greyscale
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat))
+        f.write(chunk(b"IEND", b""))

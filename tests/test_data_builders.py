@@ -97,3 +97,25 @@ def test_config_source_reads_the_configs_split(tmp_path):
     assert len(builders.config_source(config, "synthetic", train=False)) == 1
     with pytest.raises(ValueError, match="dexter_object.*no training split"):
         builders.config_source(config, "dexter_object", train=True)
+
+
+def test_prepare_config_prepares_what_it_can_and_names_every_missing_dataset(tmp_path):
+    from configs import default
+
+    manual = tmp_path / "manual"
+    for split in ("training", "evaluation"):
+        fx.write_rhd(str(manual), np.random.default_rng(42), split, n=1)
+    config = default.get_config()
+    config.data.dir = str(tmp_path / "tfds")
+    config.data.manual_dir = str(manual)
+    config.data.train = ("stb", "rhd")
+    config.data.test = ("dexter_object",)
+    with pytest.raises(ex.DatasetNotFoundError) as info:
+        builders.prepare_config(config)
+    message = str(info.value)
+    assert "2 of the config's datasets cannot be prepared (stb, dexter_object)" in message
+    assert "prepared: rhd" in message and builders.builder("rhd", config.data.dir).is_prepared()
+    assert "icip17_stereo_hand_pose_dataset" in message and "dexter+object" in message
+    # The flag that sets the manual directory, not one that does not exist.
+    assert "--config.data.manual_dir" in message
+    assert " --manual_dir" not in builders.HandfitStb.MANUAL_DOWNLOAD_INSTRUCTIONS

@@ -153,3 +153,27 @@ def test_wrong_image_size_and_missing_image(tmp_path):
         reader[0]
     with pytest.raises(IndexError):
         reader[1]
+
+
+def test_a_huge_image_is_refused_naming_the_file(tmp_path):
+    truth = fx.write_rhd(str(tmp_path), np.random.default_rng(4), "training", n=1)
+    color = tmp_path / "RHD_published_v2" / "training" / "color" / f"{truth[0]['sid']:05d}.png"
+    fx.write_huge_png(color)  # PIL refuses to decode it (a decompression bomb)
+    with pytest.raises(ex.AnnotationError, match=rf"{color}' is too large.*expected 320x320"):
+        rhd.RHD(tmp_path, "training")[0]
+
+
+def test_a_colour_mask_is_refused_not_read_as_class_ids(tmp_path):
+    from PIL import Image
+
+    truth = fx.write_rhd(str(tmp_path), np.random.default_rng(5), "training", n=1)
+    path = tmp_path / "RHD_published_v2" / "training" / "mask" / f"{truth[0]['sid']:05d}.png"
+    ids = np.asarray(Image.open(path))
+    # The same ids as grey levels in three equal channels: read as they are.
+    Image.fromarray(np.repeat(ids[..., None], 3, -1)).save(path)
+    np.testing.assert_array_equal(rhd.RHD(tmp_path, "training")._class_mask(0), ids)
+    # A colour rendering of the classes (e.g. re-saved from a viewer): refused.
+    palette = np.array([[0, 0, 0]] + [[7 * i % 256, 50, 255 - i] for i in range(1, 34)], np.uint8)
+    Image.fromarray(palette[ids]).save(path)
+    with pytest.raises(ex.AnnotationError, match=rf"mask '{path}' is a colour image"):
+        rhd.RHD(tmp_path, "training")[0]

@@ -11,7 +11,7 @@ import pytest
 import reference_scorers as ref
 
 from configs import default
-from handfit import checkpoint, evaluate, mano, metrics, params, render
+from handfit import checkpoint, config_check, evaluate, mano, metrics, params, render
 from handfit.data import builders, dexter_object, pipeline
 from handfit.models import dhpe
 
@@ -266,6 +266,34 @@ def test_missing_checkpoint_is_a_clear_error(setup, tmp_path):
     config.eval.workdirs = ()
     with pytest.raises(FileNotFoundError, match="holds no checkpoint.*--mode=train"):
         evaluate.evaluate(config, str(tmp_path / "empty"))
+
+
+def test_a_checkpoint_of_another_model_names_the_differing_fields(setup, tmp_path):
+    config, runs, _, _ = setup
+    config = config.copy_and_resolve_references()
+    config.eval.workdirs = ()
+    workdir = tmp_path / "run"
+    save_checkpoint(workdir, next(iter(runs.values())))
+    trained = config.copy_and_resolve_references()
+    trained.model.iterations = 2  # same parameter shapes: used to score the wrong model
+    trained.model.cpm_width = 8
+    config_check.record(trained, workdir, 7)
+    message = r"cannot evaluate .*model.cpm_width 8 -> 4, model.iterations 2 -> 3"
+    with pytest.raises(config_check.ConfigError, match=message):
+        evaluate.evaluate(config, str(workdir))
+
+
+def test_a_damaged_checkpoint_is_one_clear_error(setup, tmp_path):
+    config, runs, _, _ = setup
+    config = config.copy_and_resolve_references()
+    config.eval.workdirs = ()
+    workdir = tmp_path / "run"
+    save_checkpoint(workdir, next(iter(runs.values())))
+    folder = workdir / "checkpoints" / "7" / "variables" / "d"
+    (data,) = folder.iterdir()
+    data.write_bytes(data.read_bytes()[:100])
+    with pytest.raises(checkpoint.CheckpointError, match=r"checkpoints/7 cannot be restored"):
+        evaluate.evaluate(config, str(workdir))
 
 
 @pytest.mark.parametrize(

@@ -198,6 +198,55 @@ def test_bad_input_gives_finite_values_and_gradients():
     np.testing.assert_array_equal(with_behind, without)
 
 
+def _two_triangles_and_a_bad_one():
+    """A 16² camera, vertices [1, 9, 3] of three faces [3, 3]: two in view, the last (the one
+    unused budget slots point at) touching vertex 6 alone."""
+    cam = render.perspective_camera(40.0, 40.0, 8.0, 8.0, 16, 16)
+    v = jnp.array(
+        [[[-0.1, -0.08, 2.0], [0.1, -0.08, 2.0], [0.0, 0.12, 2.0], [0.14, 0.1, 2.05],
+          [0.05, 0.05, 2.0], [0.12, 0.04, 2.0], [0.08, 0.1, 2.0]]],
+        jnp.float32,
+    )  # fmt: skip
+    f = jnp.array([[0, 1, 2], [1, 3, 2], [4, 5, 6]])
+    return cam, v, f
+
+
+@pytest.mark.parametrize(
+    "value", [1e20, 1e12, np.nan, np.inf], ids=["1e20m", "1e12m", "nan", "inf"]
+)
+def test_a_nan_or_far_vertex_drops_its_face_and_nothing_else(value):
+    cam, v, f = _two_triangles_and_a_bad_one()
+    bad = v.at[0, 6, 0].set(value)  # 1e20 m at z = 2 m: u ~ 2e21 px, beyond float32 d²
+
+    def silhouette(v, faces):
+        return render.soft_silhouette(v, faces, cam, sigma=1.0, tile=4).silhouette
+
+    def grad(v, faces):
+        return jax.grad(lambda v: jnp.sum(silhouette(v, faces) ** 2))(v)
+
+    out, g = silhouette(bad, f), grad(bad, f)
+    assert np.all(np.isfinite(out)) and np.all(np.isfinite(g))
+    # As if the bad face were not there; its vertices get no gradient.
+    np.testing.assert_allclose(out, silhouette(v, f[:2]), atol=1e-6)
+    np.testing.assert_allclose(g[0, :4], grad(v, f[:2])[0, :4], atol=1e-6)
+    np.testing.assert_array_equal(g[0, 4:], 0.0)
+
+
+def test_sigma_zero_is_a_hard_edge_with_finite_gradients():
+    cam, v, f = _two_triangles_and_a_bad_one()
+
+    def loss(v, sigma):
+        return jnp.sum(render.soft_silhouette(v, f, cam, sigma=sigma, tile=4).silhouette ** 2)
+
+    for sigma in (0.0, -1.0):
+        g = jax.grad(loss)(v, sigma)
+        assert np.all(np.isfinite(g)), sigma
+        np.testing.assert_array_equal(loss(v, sigma), loss(v, render.soft.SIGMA_MIN))
+    hard = render.rasterize(v, f, cam).mask
+    soft = render.soft_silhouette(v, f, cam, sigma=0.0, tile=4).silhouette
+    assert np.mean(np.abs(np.asarray(soft) - np.asarray(hard))) < 0.01
+
+
 def test_traces_once_for_equal_shapes():
     v, f = sphere()
     cam = render.perspective_camera(40.0, 40.0, 12.0, 12.0, 24, 24)

@@ -2,7 +2,11 @@
 
 import json
 import os
+import pickle
 import shutil
+import socket
+import subprocess
+import sys
 
 import chex
 import jax
@@ -13,7 +17,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from configs import tiny
-from handfit import mano, params, train
+from handfit import config_check, mano, params, train
 from handfit.data import pipeline
 
 SIZE = 32
@@ -170,3 +174,129 @@ def test_non_finite_loss_stops_naming_the_step_and_term(
     with pytest.raises(train.NonFiniteLossError, match=r"step 1: articulation=nan, total=nan\."):
         train.train(config, str(tmp_path), records)
     assert not os.listdir(tmp_path / "checkpoints")  # nothing non-finite was saved
+
+
+def _resumable_copy(workdir, name):
+    """A copy of the uninterrupted run (checkpoints 2 and 4, config.json)."""
+    copy = f"{workdir}_{name}"
+    shutil.copytree(workdir, copy)
+    return copy
+
+
+def _no_build(monkeypatch):
+    """Makes building a step an error: config checks must come first."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("built a training step before checking the config")
+
+    monkeypatch.setattr(train, "compiled_steps", refuse)
+    monkeypatch.setattr(train, "create_state", refuse)
+
+
+def test_a_bad_field_stops_before_anything_is_built(config, records, tmp_path, monkeypatch):
+    _no_build(monkeypatch)
+    bad = config.copy_and_resolve_references()
+    bad.train.checkpoint_every = 0  # was a ZeroDivisionError at step 1, after compiling
+    with pytest.raises(config_check.ConfigError, match="config.train.checkpoint_every=0"):
+        train.train(bad, str(tmp_path), records)
+
+
+def test_a_resume_that_changes_the_model_is_refused_and_config_json_kept(
+    config, records, uninterrupted, monkeypatch
+):
+    workdir = _resumable_copy(uninterrupted[0], "wider")
+    with open(os.path.join(workdir, "config.json")) as f:
+        before = f.read()
+    _no_build(monkeypatch)
+    wider = config.copy_and_resolve_references()
+    wider.model.cpm_width = 16
+    with pytest.raises(config_check.ConfigError, match=r"cannot resume .*cpm_width 8 -> 16"):
+        train.train(wider, workdir, records)
+    fewer = config.copy_and_resolve_references()
+    fewer.train.steps = 2  # below the newest checkpoint (4): used to exit 0, silently
+    with pytest.raises(config_check.ConfigError, match=r"train.steps=2 is below .* \(4\)"):
+        train.train(fewer, workdir, records)
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert f.read() == before  # the record of what the checkpoints hold
+
+
+def test_non_finite_stop_names_the_last_good_checkpoint(
+    config, records, uninterrupted, monkeypatch
+):
+    workdir = _resumable_copy(uninterrupted[0], "nan")
+    with open(os.path.join(workdir, "input_state", "4.p0.json"), "w") as f:
+        f.write('{"last_seen_indices": ')  # checkpoint 4 is damaged: resume from 2
+    real = pipeline.dataset
+
+    def corrupt(batch):
+        batch["joints3d"][1, 5] = np.nan
+        return batch
+
+    monkeypatch.setattr(pipeline, "dataset", lambda *a, **kw: real(*a, **kw).map(corrupt))
+    last_good = os.path.join(workdir, "checkpoints", "2")
+    with pytest.raises(train.NonFiniteLossError, match=f"step 3: .*resume from {last_good},"):
+        train.train(config, workdir, records)
+
+
+def test_two_processes_train_and_resume_as_one_process_with_two_devices(
+    config, records, uninterrupted, tmp_path
+):
+    """Two processes on this machine joined by jax.distributed (gloo, a localhost
+    coordinator), one device each: 4 steps; then, checkpoint 4 damaged, a resume from step 2.
+    The reference is this process's two devices fed the same global batches: each process's
+    shard, in order."""
+    with open(tmp_path / "config.json", "w") as f:
+        f.write(config.to_json())
+    with open(tmp_path / "records.pkl", "wb") as f:
+        pickle.dump(records, f)
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    worker = [sys.executable, os.path.join(root, "tests", "distributed_worker.py")]
+    args = [str(tmp_path / "run"), str(tmp_path / "config.json"), str(tmp_path / "records.pkl")]
+    env = os.environ | {
+        "PYTHONPATH": root,
+        "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+        "JAX_NUM_PROCESSES": "2",
+    }
+    procs = [
+        subprocess.Popen(
+            [*worker, *args, str(tmp_path / "params.npz")],
+            env=env | {"JAX_PROCESS_ID": str(i)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(logs)
+    assert "checkpoints/4 is damaged" in logs[0] and "at step 2" in logs[0], logs[0]
+    assert os.path.isdir(tmp_path / "run" / "checkpoints.damaged" / "4")
+
+    mesh = train.data_mesh()
+    step = train.compiled_steps(config, mesh)[0]
+    state = train.create_state(config, mesh)
+    local = config.train.batch_size // 2
+    options = pipeline.options(config.data)
+    shards = [
+        iter(
+            pipeline.dataset(
+                records, batch_size=local, train=True, shard_index=i, shard_count=2, **options
+            )
+        )
+        for i in range(2)
+    ]
+    sharding = NamedSharding(mesh, P("data"))
+    for _ in range(config.train.steps):
+        halves = [next(s) for s in shards]
+        batch = {k: np.concatenate([h[k] for h in halves]) for k in train.BATCH_KEYS}
+        state, _ = step(state, train._global_batch(batch, sharding))
+    want = jax.tree.leaves(jax.device_get(state.params))
+    with np.load(tmp_path / "params.npz") as saved:
+        got = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    assert len(got) == 2 * len(want)
+    for name, run in (("first", got[: len(want)]), ("resumed", got[len(want) :])):
+        for a, b in zip(run, want, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from handfit.errors import UserError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
@@ -63,9 +65,13 @@ class ImageFolder:
     def __call__(self, rng: np.random.Generator, size: int) -> np.ndarray:
         path = self.paths[int(rng.integers(len(self.paths)))]
         try:
-            img = Image.open(path).convert("RGB")
-        except OSError as e:
-            raise OSError(f"background image {path} cannot be read: {e}") from e
+            with Image.open(path) as opened:
+                img = opened.convert("RGB")
+        except (OSError, Image.DecompressionBombError) as e:
+            raise UserError(
+                f"background image {path} cannot be read ({e}); remove it from {path.parent} "
+                f"or replace it by an image PIL reads"
+            ) from e
         side = min(img.size)
         crop = int(side * rng.uniform(0.5, 1.0))
         x0 = int(rng.integers(0, img.size[0] - crop + 1))

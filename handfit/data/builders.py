@@ -50,8 +50,8 @@ from handfit.data import example as ex
 def _instructions(info: ex.DatasetInfo) -> str:
     return (
         f"Download {info.name} from {info.url} and unpack it into the manual directory "
-        f"(default <data_dir>/downloads/manual, or --manual_dir) so that "
-        f"<manual_dir>/{info.folder}/ holds:\n{info.layout}"
+        f"(default <data.dir>/downloads/manual; another with --config.data.manual_dir=DIR) "
+        f"so that <manual_dir>/{info.folder}/ holds:\n{info.layout}"
     )
 
 
@@ -334,10 +334,16 @@ def prepare(
                 f"{dataset}: the manual directory {os.fspath(manual_dir)!r} is missing or empty "
                 f"(set it with --config.data.manual_dir).\n{instructions}"
             )
-        prepared.download_and_prepare(
-            file_format="array_record",
-            download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)),
-        )
+        try:
+            prepared.download_and_prepare(
+                file_format="array_record",
+                download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)),
+            )
+        except ex.DatasetNotFoundError as e:
+            raise ex.DatasetNotFoundError(
+                f"{dataset}: incomplete in the manual directory {os.fspath(manual_dir)!r} "
+                f"(set it with --config.data.manual_dir). {e}"
+            ) from e
     return prepared
 
 
@@ -367,17 +373,30 @@ def synthetic_spec(config) -> synthetic.SyntheticSpec:
 
 
 def prepare_config(config) -> dict[str, tfds.core.DatasetBuilder]:
-    """Prepares every dataset a config trains or tests on; returns the builders by name."""
+    """Prepares every dataset a config trains or tests on; returns the builders by name.
+
+    Every dataset is tried: when some are missing, the others are still prepared and one
+    DatasetNotFoundError then names all the missing ones, each with where to get it.
+    """
     data_dir = config.data.dir
     manual = config.data.manual_dir or None
     names = list(dict.fromkeys(list(config.data.train) + list(config.data.test)))
     spec = synthetic_spec(config)
-    prepared = {}
+    prepared, missing = {}, {}
     for name in names:
         b = builder(name, data_dir, spec)
         state = "already prepared" if b.is_prepared() else "preparing"
         print(f"{name}: {state} in {b.data_dir}")
-        prepared[name] = prepare(name, data_dir, manual, spec)
+        try:
+            prepared[name] = prepare(name, data_dir, manual, spec)
+        except ex.DatasetNotFoundError as e:
+            missing[name] = e
+    if missing:
+        details = "\n\n".join(str(e) for e in missing.values())
+        raise ex.DatasetNotFoundError(
+            f"{len(missing)} of the config's datasets cannot be prepared ({', '.join(missing)}); "
+            f"prepared: {', '.join(prepared) or 'none'}.\n\n{details}"
+        )
     return prepared
 
 

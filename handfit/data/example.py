@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from handfit import skeleton
+from handfit.errors import UserError
 
 LEFT = "left"
 RIGHT = "right"
@@ -108,11 +109,11 @@ class DatasetInfo:
     layout: str  # what must be inside it
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(FileNotFoundError, UserError):
     """A dataset folder or file is missing; the message says where to get it and where to put it."""
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError, ValueError):
     """An annotation file holds something other than what the dataset's format promises."""
 
 
@@ -187,40 +188,60 @@ def check_array(
     return array
 
 
+def _load(path: str, size: tuple[int, int], dataset: str, sample: str, kind: str, convert):
+    """``convert(image)`` of the image at ``path``, whose ``(height, width)`` must be ``size``.
+
+    The size is checked from the file's header, before decoding; errors name the dataset,
+    the sample and the file: DatasetNotFoundError when it is missing, AnnotationError when
+    it cannot be read, is too large to decode safely (PIL's decompression-bomb limit) or has
+    another size.
+    """
+    where = f"{dataset}: sample {sample}: {kind} {path!r}"
+    expected = f"expected {size[1]}x{size[0]} (width x height)"
+    try:
+        with Image.open(path) as img:
+            if img.size != (size[1], size[0]):
+                raise AnnotationError(f"{where} is {img.size[0]}x{img.size[1]}, {expected}")
+            return convert(img)
+    except FileNotFoundError as e:
+        raise DatasetNotFoundError(f"{dataset}: sample {sample}: missing {kind} {path!r}") from e
+    except Image.DecompressionBombError as e:
+        raise AnnotationError(f"{where} is too large to decode safely ({e}); {expected}") from e
+    except OSError as e:
+        raise AnnotationError(f"{where} cannot be read ({e})") from e
+
+
 def load_rgb(path: str, size: tuple[int, int], dataset: str, sample: str) -> np.ndarray:
     """Reads an image as uint8 ``[H, W, 3]`` RGB and checks its ``(height, width)``."""
-    try:
-        with Image.open(path) as img:
-            array = np.asarray(img.convert("RGB"))
-    except FileNotFoundError as e:
-        raise DatasetNotFoundError(f"{dataset}: sample {sample}: missing image {path!r}") from e
-    except OSError as e:
-        raise AnnotationError(f"{dataset}: sample {sample}: unreadable image {path!r} ({e})") from e
-    if array.shape[:2] != tuple(size):
-        raise AnnotationError(
-            f"{dataset}: sample {sample}: image {path!r} is {array.shape[1]}x{array.shape[0]} "
-            f"(width x height), expected {size[1]}x{size[0]}"
-        )
-    return array
+    return _load(path, size, dataset, sample, "image", lambda img: np.asarray(img.convert("RGB")))
 
 
-def load_gray(path: str, size: tuple[int, int], dataset: str, sample: str) -> np.ndarray:
-    """Reads a single-channel image (palette indices kept as they are) as uint8 ``[H, W]``."""
-    try:
-        with Image.open(path) as img:
-            if img.mode in ("RGB", "RGBA", "LA"):
-                img = img.convert("L")
-            array = np.asarray(img)
-    except FileNotFoundError as e:
-        raise DatasetNotFoundError(f"{dataset}: sample {sample}: missing mask {path!r}") from e
-    except OSError as e:
-        raise AnnotationError(f"{dataset}: sample {sample}: unreadable mask {path!r} ({e})") from e
-    if array.shape[:2] != tuple(size):
-        raise AnnotationError(
-            f"{dataset}: sample {sample}: mask {path!r} is {array.shape[1]}x{array.shape[0]} "
-            f"(width x height), expected {size[1]}x{size[0]}"
-        )
-    return array
+def load_gray(
+    path: str, size: tuple[int, int], dataset: str, sample: str, *, labels: bool = False
+) -> np.ndarray:
+    """Reads a single-channel image as uint8 ``[H, W]`` (palette indices kept as they are).
+
+    A colour image is converted to grey levels, unless ``labels`` (the pixels are class ids,
+    as RHD's masks): then only a colour image whose channels are all equal is accepted, and
+    any other is refused with AnnotationError naming the file (its grey levels would be read
+    as class ids).
+    """
+
+    def convert(img: Image.Image) -> np.ndarray:
+        if img.mode not in ("RGB", "RGBA", "LA"):
+            return np.asarray(img)
+        if labels:
+            rgb = np.asarray(img.convert("RGB"))
+            if not (rgb == rgb[..., :1]).all():
+                raise AnnotationError(
+                    f"{dataset}: sample {sample}: mask {path!r} is a colour image ({img.mode}); "
+                    f"expected one channel of class ids (8-bit grey or palette PNG, as the "
+                    f"dataset ships it): was it converted or re-saved?"
+                )
+            return rgb[..., 0].copy()
+        return np.asarray(img.convert("L"))
+
+    return _load(path, size, dataset, sample, "mask", convert)
 
 
 def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:

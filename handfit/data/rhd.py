@@ -136,7 +136,7 @@ class RHD:
         return ex.LEFT if left > right else ex.RIGHT
 
     def _class_mask(self, index: int) -> np.ndarray:
-        return ex.load_gray(self.mask_path(index), SIZE, "RHD", self._name(index))
+        return ex.load_gray(self.mask_path(index), SIZE, "RHD", self._name(index), labels=True)
 
     def _name(self, index: int) -> str:
         return f"{self.split}/{self.ids[index]:05d}"

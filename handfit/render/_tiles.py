@@ -33,23 +33,36 @@ def check_mesh(fn: str, vertices, faces, camera: Camera) -> tuple[Array, Array, 
     return vertices, faces.astype(jnp.int32), batch_camera(camera, vertices.shape[0])
 
 
+# A face with a corner projected farther than this from the image origin (pixels) is not
+# drawn: float32 squared distances to it would overflow (~1e19 px) or lose all precision.
+MAX_PIXELS = 1e6
+
+
 class ScreenFaces(NamedTuple):
     """Faces of one image in pixel coordinates."""
 
-    tri: Array  # [F, 3, 2] (u, v) of the three corners
+    tri: Array  # [F, 3, 2] (u, v) of the three corners; 0 for faces that are not valid
     depth: Array  # [F, 3] z of the three corners
-    valid: Array  # [F] bool: finite, and (perspective) no corner nearer than the near plane
+    valid: Array  # [F] bool: finite corners within MAX_PIXELS, none nearer than camera.near
 
 
 def screen_faces(vertices: Array, faces: Array, camera: Camera) -> ScreenFaces:
-    """Projects ``vertices: [V, 3]`` of one image (camera fields scalar) onto the screen."""
-    uv, z = project_with_depth(vertices, camera)
-    tri = uv[faces]
-    depth = z[faces]
-    valid = jnp.all(jnp.isfinite(tri), axis=(-1, -2))
+    """Projects ``vertices: [V, 3]`` of one image (camera fields scalar) onto the screen.
+
+    Faces that are not valid get corners at 0 and no gradient: a NaN, inf or far-away
+    vertex changes neither the image nor any other vertex's gradient.
+    """
+    finite = jnp.all(jnp.isfinite(vertices), axis=-1)  # [V]
+    # Non-finite vertices are projected from a harmless point, so the projection's
+    # gradient, multiplied by 0 below, is not NaN.
+    safe = jnp.where(finite[:, None], vertices, jnp.array([0.0, 0.0, 1.0], vertices.dtype))
+    uv, z = project_with_depth(safe, camera)
+    ok = finite & jnp.all(jnp.abs(uv) <= MAX_PIXELS, axis=-1)
     if not camera.weak:
-        valid &= jnp.all(depth >= camera.near, axis=-1)
-    return ScreenFaces(tri, depth, valid)
+        ok &= z >= camera.near
+    valid = jnp.all(ok[faces], axis=-1)
+    tri = jnp.where(valid[:, None, None], uv[faces], 0.0)
+    return ScreenFaces(tri, z[faces], valid)
 
 
 def num_tiles(height: int, width: int, tile: int) -> tuple[int, int]:
@@ -107,9 +120,8 @@ def _face_boxes(sf: ScreenFaces, height: int, width: int, radius: Array):
     Returns (x0, x1, y0, y1) [F] int32, the first and last pixel columns and rows whose
     centres the box contains, and empty [F] bool (no such pixel, or an invalid face).
     """
-    tri = jax.lax.stop_gradient(sf.tri)
+    tri = jax.lax.stop_gradient(sf.tri)  # 0 for invalid faces
     radius = jax.lax.stop_gradient(radius)
-    tri = jnp.where(sf.valid[:, None, None], tri, 0.0)
     lo = jnp.min(tri, axis=1) - radius  # [F, 2]
     hi = jnp.max(tri, axis=1) + radius
     x0, x1, ex = pixel_range(lo[:, 0], hi[:, 0], width)

@@ -17,6 +17,8 @@ Array = jax.Array
 
 # Default: a face is evaluated at a pixel only where its probability D can exceed this.
 CUTOFF = 1e-4
+# Smaller sigmas (0 and negative ones included) are taken as this: a hard edge, finite gradients.
+SIGMA_MIN = 1e-6
 
 
 class SoftSilhouette(NamedTuple):
@@ -227,8 +229,9 @@ def soft_silhouette(
     distance (pixels²) from p to the projected triangle's boundary, sign +1 strictly inside
     and -1 otherwise; the silhouette is 1 - Π_f (1 - D), with 1 - D = 1 / (1 + exp(sign ·
     d²/sigma)) (no logarithm needed; far inside a face the product reaches 0 and the
-    silhouette 1). Faces with a vertex at z < camera.near (perspective mode; no clipping)
-    contribute nothing.
+    silhouette 1). Faces with a vertex at z < camera.near (perspective mode; no clipping),
+    a NaN or inf vertex, or a corner projected beyond ``_tiles.MAX_PIXELS`` (1e6 px)
+    contribute nothing and get no gradient; the other faces' values and gradients stay finite.
 
     Fast path: each face's screen bounding box, grown by the cutoff radius
     sqrt(sigma · ln(1/cutoff)) (beyond which D < cutoff), is covered by ``tile`` x ``tile``
@@ -246,7 +249,8 @@ def soft_silhouette(
       faces: [F, 3] int vertex ids.
       camera: the camera (``height``, ``width`` fix the output size); fields [] or [B].
       sigma: sharpness in pixels² (scalar, may be traced). About 1 blurs the edges over a
-        pixel or two; 1e-2 is nearly hard.
+        pixel or two; 1e-2 is nearly hard. Values below ``SIGMA_MIN`` (1e-6; 0 included)
+        are taken as ``SIGMA_MIN``.
       tile: side of the pixel windows (static).
       budget: (face, window) pairs per image (static); ``None``: ``default_budget`` (8 per
         face plus 4 per tile of the image). Time grows with it; ``candidate_count`` gives
@@ -260,6 +264,7 @@ def soft_silhouette(
     sigma = jnp.asarray(sigma, vertices.dtype)
     if sigma.ndim != 0:
         raise ValueError(f"soft_silhouette: sigma must be a scalar, got shape {sigma.shape}")
+    sigma = jnp.maximum(sigma, SIGMA_MIN)  # sigma = 0 would divide by 0 (NaN gradients)
     b, h, w = vertices.shape[0], camera.height, camera.width
     if budget is None:
         budget = default_budget(faces.shape[0], h, w, tile)
