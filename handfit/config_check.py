@@ -100,6 +100,10 @@ def _increasing_fractions(v) -> bool:
 
 _BOOL: Rule = (lambda v: isinstance(v, bool)), "True or False"
 _TEXT: Rule = (lambda v: isinstance(v, str)), "a string"
+_WIDTHS: Rule = (
+    (lambda v: isinstance(v, tuple | list) and all(type(w) is int and w > 0 for w in v)),
+    "a tuple of layer widths >= 1, e.g. (256,), or () for none",
+)
 _NONEMPTY_TEXT: Rule = (lambda v: isinstance(v, str) and bool(v)), "a non-empty string"
 
 
@@ -141,6 +145,10 @@ def _rules() -> dict[str, Rule]:
         "data.synthetic.seed": _integer(0),
         "model.backbone": _one_of(dhpe.BACKBONES),
         "model.pretrained": _TEXT,
+        "model.backbone_width": _integer(0),
+        "model.cpm_input": _one_of(dhpe.CPM_INPUTS),
+        "model.mesh_hidden": _WIDTHS,
+        "model.refiner_hidden": _WIDTHS,
         "model.cpm_stages": _integer(1),
         "model.cpm_width": _integer(1),
         "model.cpm_kernel": _integer(1),
@@ -275,6 +283,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
 # What the network computes and what its parameters are: an evaluation must use the same.
 MODEL_FIELDS: dict[str, Callable[[Any], Any]] = {
     "model.backbone": str,
+    "model.backbone_width": int,
+    "model.cpm_input": str,
+    "model.mesh_hidden": tuple,
+    "model.refiner_hidden": tuple,
     "model.cpm_stages": int,
     "model.cpm_width": int,
     "model.cpm_kernel": int,

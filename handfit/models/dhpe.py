@@ -215,6 +215,7 @@ class DHPE(nn.Module):
 
 
 BACKBONES = {"resnet50": resnet.ResNet50, "resnet_tiny": resnet.ResNetTiny}
+CPM_INPUTS = ("stride4", "stride8", "stride16")  # backbone maps f_H can read
 
 
 def from_config(config: ml_collections.ConfigDict, *, bn_axis_name: str | None = None) -> DHPE:
