@@ -75,6 +75,10 @@ def setup(tmp_path_factory):
     runs = {str(root / "run_a"): variables, str(root / "run_b"): other}
     for workdir, v in runs.items():
         save_checkpoint(workdir, v)
+    with open(os.path.join(str(root / "run_a"), "metrics.jsonl"), "w") as f:  # a training log
+        for step, loss in ((1, 0.5), (7, 0.1)):
+            f.write(json.dumps({"step": step, "total": loss, "heatmap": loss / 10}) + "\n")
+        f.write(json.dumps({"step": 7, "val/total": 0.2}) + "\n")
     config.eval.workdirs = tuple(runs)
     report = evaluate.evaluate(config, str(root / "run_a"))
     return config, runs, report, root
@@ -98,6 +102,10 @@ def test_report_files(setup):
     with open(os.path.join(out, "report.md")) as f:
         table = f.read()
     assert HAND.name in table and "zimmermann" in table and "refiner j2D(T)" in table
+    assert "| PA-MPJPE mm |" in table
+    # The training run's learning curves are drawn into the report and linked from it.
+    assert os.path.getsize(os.path.join(out, "learning_curves.png")) > 1000
+    assert "(learning_curves.png)" in table
     assert {"cpm", "refiner", "refined_target", "baseline_projected"} <= set(synth["pose2d"])
     assert os.path.getsize(os.path.join(out, "pck_synthetic.png")) > 1000
     samples = sorted(os.listdir(os.path.join(out, "samples")))

@@ -106,6 +106,9 @@ def test_run_writes_checkpoints_metrics_and_logs(uninterrupted):
         for k in ("articulation", "shape", "laplacian", "feature", "heatmap", "refiner", "total"):
             assert np.isfinite(r[k]), k
         assert r["grad_norm"] > 0 and r["update_norm"] > 0
+        for module in ("f_F", "f_H", "f_M", "f_R"):  # per-module gradient norms
+            assert r[f"grad_norm/{module}"] > 0, module
+    assert os.path.getsize(os.path.join(workdir, "learning_curves.png")) > 1000
     assert any(n.startswith("events.out.tfevents") for n in os.listdir(f"{workdir}/tensorboard"))
 
 
