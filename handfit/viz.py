@@ -166,17 +166,22 @@ def learning_curves_png(
     plt = _pyplot()
     fig, axes = plt.subplots(2, 4, figsize=(17, 7.5))
     for ax, (panel, members) in zip(axes.flat, CURVE_PANELS):
+        log = not panel.startswith(("Eq. 12", "learning"))
+
+        def shown(values, log=log):  # a log axis cannot show 0 (Eq. 9 while the gate is shut)
+            return np.where(values > 0, values, np.nan) if log else values
+
         for i, (name, (steps, values)) in enumerate(
             (k, v) for k, v in series.items() if _in_panel(k, members)
         ):
             colour = f"C{i}"
-            ax.plot(steps, values, color=colour, lw=1.2, label=name)
+            ax.plot(steps, shown(values), color=colour, lw=1.2, label=name)
             if f"val/{name}" in series:
                 vs, vv = series[f"val/{name}"]
-                ax.plot(vs, vv, "o", color=colour, ms=4, label=f"val/{name}")
+                ax.plot(vs, shown(vv), "o", color=colour, ms=4, label=f"val/{name}")
         if panel.startswith("Eq. 12"):
             ax.set_ylim(-0.02, 1.02)
-        elif ax.lines and not panel.startswith("learning"):
+        elif log and ax.lines:
             ax.set_yscale("log")
         ax.set_title(panel, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
