@@ -49,6 +49,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from handfit import mano, refine, render, skeleton
+from handfit.errors import UserError
 from handfit.params import MeshParams
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -61,8 +62,9 @@ MAX_ERROR = 0.05
 MAX_OUTSIDE = 1.0
 
 
-class FailedImages(RuntimeError):
-    """Some images of the folder could not be processed (each named with its reason)."""
+class FailedImages(UserError):
+    """Some images of the folder could not be processed (each named with its reason);
+    ``main.py`` prints the list without a traceback and exits with status 2."""
 
 
 @dataclasses.dataclass

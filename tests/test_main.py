@@ -53,3 +53,17 @@ def test_an_unexpected_error_keeps_its_traceback(tmp_path):
     run = _main("--config=configs/tiny.py", f"--workdir={tmp_path}", code=code)
     assert run.returncode == 1
     assert "Traceback (most recent call last)" in run.stderr and "TypeError" in run.stderr
+
+
+def test_refine_folder_failures_are_listed_without_a_traceback(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "hand.json").write_text("{not json")
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(folder / "hand.png")
+    run = _main("--mode=refine", f"--config.refine.input={folder}", f"--workdir={tmp_path}/w")
+    assert run.returncode == 2, run.stderr
+    assert "main.py: error: 1 of 1 images failed" in run.stderr
+    assert "hand.json: not a readable JSON file" in run.stderr
+    assert "Traceback" not in run.stderr
