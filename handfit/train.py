@@ -625,6 +625,14 @@ def _load_input_state(workdir: str, step: int) -> dict:
         raise ValueError(f"{path} is not valid JSON ({e})") from e
 
 
+def _logged_step(line: str) -> float:
+    """The step of a ``metrics.jsonl`` line; inf for a line cut short (a full disk, a kill)."""
+    try:
+        return json.loads(line).get("step", 0)
+    except json.JSONDecodeError:
+        return math.inf
+
+
 class _Logger:
     """metrics.jsonl and TensorBoard (process 0 only)."""
 
@@ -637,7 +645,7 @@ class _Logger:
 
         if os.path.exists(self.path):  # drop what a killed run logged after its checkpoint
             with open(self.path) as f:
-                keep = [line for line in f if json.loads(line).get("step", 0) <= start]
+                keep = [line for line in f if _logged_step(line) <= start]
             with open(self.path, "w") as f:
                 f.writelines(keep)
         self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start + 1)

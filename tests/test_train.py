@@ -303,3 +303,12 @@ def test_two_processes_train_and_resume_as_one_process_with_two_devices(
     for name, run in (("first", got[: len(want)]), ("resumed", got[len(want) :])):
         for a, b in zip(run, want, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_a_log_line_cut_short_is_dropped_on_resume(tmp_path):
+    """A full disk or a kill can leave half a line in metrics.jsonl; the resume drops it."""
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"step": 1, "total": 0.5}\n{"step": 2, "total": 0.4}\n{"step": 3, "to')
+    logger = train._Logger(str(tmp_path), start=2, enabled=True)
+    logger.close()
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2]
