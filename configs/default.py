@@ -122,6 +122,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.detect.min_presence = 0.5  # hand presence (MediaPipe's min_tracking_confidence)
     config.detect.nms_iou = 0.3
     config.detect.second_pass = True  # landmarks again on the crop the first landmarks give
+    config.detect.tiles = 0  # >= 2: palms also in tiles of 1/tiles of the longer side (small hands)
     config.detect.threads = 2  # LiteRT CPU threads
 
     # Self-supervised data augmentation (handfit.augment, Sec. 3.5). Owner: the augmentation issue.

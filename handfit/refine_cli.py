@@ -436,9 +436,13 @@ def _overlay(image: np.ndarray, camera: render.Camera, meshes) -> Image.Image:
         draw.polygon([tuple(p) for p in poly], fill=colour + (170,))
     out = Image.alpha_composite(out, layer).convert("RGB")
     draw = ImageDraw.Draw(out)
-    r = max(1.5, max(image.shape[:2]) / 200)
-    width = max(1, round(max(image.shape[:2]) / 400))
     for _, _, joints2d, hand in meshes:
+        # markers scale with the image, but no larger than the hand allows (a hand a few
+        # dozen pixels wide stays visible under its 21 keypoints)
+        vis = hand.visibility > 0
+        extent = float(np.ptp(hand.keypoints[vis], 0).max()) if vis.any() else 0.0
+        r = float(np.clip(extent / 40, 1.0, max(1.5, max(image.shape[:2]) / 200)))
+        width = int(np.clip(round(extent / 80), 1, max(1, round(max(image.shape[:2]) / 400))))
         for a, b in skeleton.BONES:
             draw.line([tuple(joints2d[a]), tuple(joints2d[b])], fill=(40, 220, 40), width=width)
         for (x, y), v in zip(hand.keypoints, hand.visibility, strict=True):

@@ -71,15 +71,48 @@ def test_weighted_nms_merges_overlaps_by_score():
     assert graph.weighted_nms(boxes[:0], kps[:0], scores[:0])[0].shape == (0, 4)
 
 
-def test_letterbox_round_trip():
+@pytest.mark.parametrize("rect", [graph.letterbox(300, 200), graph.tiles(300, 200, 2)[3]])
+def test_palm_input_round_trip(rect):
+    """A point of the image, found at crop pixel c of the palm input, maps back to itself."""
     w, h = 300, 200
-    rect, pad = graph.letterbox(w, h, graph.PALM_INPUT)
-    np.testing.assert_allclose(pad, [0.0, (1 - 200 / 300) / 2])
     m = graph.crop_matrix(rect, w, h, graph.PALM_INPUT)
-    point = np.array([120.0, 45.0])  # image pixels (OpenCV convention)
+    point = np.array([120.0, 45.0]) if rect[2] > 1 else rect[:2] * (w, h) + (7.0, -11.0)
     crop = np.linalg.solve(m[:, :2], point - m[:, 2])  # crop pixels
-    back = graph.remove_letterbox(crop / graph.PALM_INPUT, pad) * (w, h)
+    back = graph.roi_to_image(crop / graph.PALM_INPUT, rect) * (w, h)
     np.testing.assert_allclose(back, point, atol=1e-4)
+
+
+def test_letterbox_pads_the_shorter_side():
+    # 300 x 200: the square input's rows above and below the image are padding
+    np.testing.assert_allclose(graph.letterbox(300, 200), [0.5, 0.5, 1.0, 1.5, 0.0])
+
+
+@pytest.mark.parametrize(
+    "width, height, count, n",
+    [(1280, 720, 2, 6), (640, 640, 2, 9), (810, 1080, 3, 20), (640, 480, 1, 0)],
+)
+def test_tiles_are_squares_that_overlap_and_cover_the_image(width, height, count, n):
+    rois = graph.tiles(width, height, count)
+    assert rois.shape == (n, 5)
+    if not n:
+        return
+    side = min(max(width, height) / count, min(width, height))
+    np.testing.assert_allclose(rois[:, 2:] * (width, height, 1), np.tile([side, side, 0], (n, 1)),
+                               rtol=1e-6)  # fmt: skip
+    x0 = rois[:, 0] * width - side / 2
+    y0 = rois[:, 1] * height - side / 2
+    assert x0.min() > -1e-3 and y0.min() > -1e-3
+    assert (x0 + side).max() < width + 1e-3 and (y0 + side).max() < height + 1e-3
+    # neighbours overlap by at least half a tile: any palm up to side / 2 wide lies wholly
+    # inside some tile
+    for start, length in ((x0, width), (y0, height)):
+        steps = np.diff(np.unique(np.round(start, 3)))
+        assert np.all(steps <= side / 2 + 1e-3), steps
+        assert np.isclose(start.max() + side, length, atol=1e-3) if len(steps) else True
+    palms = np.array([width, height]) * RNG.uniform(0, 1, (50, 2))  # centres of such palms
+    palms = np.clip(palms, side / 4, np.array([width, height]) - side / 4)
+    offsets = np.abs(rois[None, :, :2] * (width, height) - palms[:, None])
+    assert np.all(np.any(np.all(offsets <= side / 4 + 1e-3, -1), -1))
 
 
 @pytest.mark.parametrize("width, height", [(320, 320), (640, 360)])
@@ -256,3 +289,21 @@ def test_missing_runtime_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
     with pytest.raises(ImportError, match=r"pip install -e \.\[detect\]"):
         detect.Detector({"model_dir": str(tmp_path)})
+
+
+@pytest.mark.skipif(not HAVE_MODELS, reason="needs pip install -e .[detect] and --mode=models")
+def test_tiles_find_a_hand_too_small_for_the_whole_image():
+    """The rendered hand at a fifth of a 1600 x 1200 image: the palm detector's 192 x 192
+    view of the whole image misses it; with tiles it is found, with its landmarks in place."""
+    from handfit import detect
+    from handfit.data import synthetic
+
+    spec = synthetic.SyntheticSpec(image_size=320, fill=0.4, focal=1.5, occluder_prob=0.0,
+                                   rotation_deg=(40.0, 40.0, 180.0))  # fmt: skip
+    record = synthetic.generate(spec, "test", 11, 1)[0]
+    canvas = np.full((1200, 1600, 3), 90, np.uint8)
+    canvas[700:1020, 900:1220] = record["image"]
+    assert detect.Detector({"tiles": 0})(canvas) == []
+    (hand,) = detect.Detector({"tiles": 2})(canvas)
+    err = np.linalg.norm(hand.landmarks - (record["joints2d"] + (900, 700)), axis=-1)
+    assert hand.side == "right" and np.median(err) < 8.0, err

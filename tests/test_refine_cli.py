@@ -186,3 +186,18 @@ def test_left_hands_use_a_left_file_beside_the_right_one(tmp_path):
     assert left.side == "left"
     np.testing.assert_allclose(left.v_template, marked.v_template, atol=1e-6)
     assert refine_cli._hand_model(config, "right").side == "right"
+
+
+def test_overlay_markers_leave_a_small_hand_visible():
+    """A hand 40 px wide in a 1000 px photo: its 21 keypoint circles cover a small part of
+    its box instead of hiding it (markers are sized by the hand, not only by the image)."""
+    grey = np.full((1000, 1000, 3), 128, np.uint8)
+    grid = np.stack(np.meshgrid(np.linspace(0, 40, 5), np.linspace(0, 40, 5)), -1)
+    kp = (500 + grid.reshape(-1, 2)[:21]).astype(np.float32)
+    hand = refine_cli.HandInput("right", kp, np.ones(21, np.float32))
+    camera = render.perspective_camera(1200.0, 1200.0, 500.0, 500.0, 1000, 1000)
+    out = np.asarray(refine_cli._overlay(grey, camera, [(np.zeros((0, 3)), np.zeros((0, 3),
+                                                         int), kp, hand)]))  # fmt: skip
+    box = out[495:546, 495:546].reshape(-1, 3)
+    red = np.all(box == (230, 30, 30), -1)
+    assert 0 < red.mean() < 0.25, red.mean()

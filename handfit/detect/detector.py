@@ -1,7 +1,8 @@
 """The hand detector: MediaPipe's palm detector and hand-landmark model run with LiteRT.
 
 ``Detector(config)(image)`` returns one ``Hand`` per hand found: palm detection on the
-letterboxed 192 x 192 image, weighted NMS, the rotated and enlarged crop of each palm, the
+letterboxed 192 x 192 image (and, with ``tiles``, on overlapping tiles, for hands too small
+to be found in the whole image), weighted NMS, the rotated and enlarged crop of each palm, the
 landmark model on its 224 x 224 crop (image landmarks with relative depth, hand presence,
 handedness, metric world landmarks), and optionally a second landmark pass on the crop
 that the first pass's landmarks give (what MediaPipe's tracking does on the next frame of a
@@ -54,6 +55,7 @@ class DetectConfig:
     min_presence: float = 0.5  # hand presence (MediaPipe's min_tracking_confidence)
     nms_iou: float = graph.NMS_IOU
     second_pass: bool = True
+    tiles: int = 0  # >= 2: also look for small palms in tiles of 1/tiles of the longer side
     threads: int = 2
 
     @classmethod
@@ -104,18 +106,27 @@ class Detector:
 
     def palms(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Palm detections (after NMS, best first, at most ``max_hands``), normalised in the
-        image: boxes [N, 4] (xmin, ymin, xmax, ymax), keypoints [N, 7, 2], scores [N]."""
+        image: boxes [N, 4] (xmin, ymin, xmax, ymax), keypoints [N, 7, 2], scores [N]. The
+        palm detector runs on the letterboxed image and on ``config.tiles``' tiles."""
         h, w = image.shape[:2]
-        rect, pad = graph.letterbox(w, h, graph.PALM_INPUT)
-        crop = graph.warp(image, graph.crop_matrix(rect, w, h, graph.PALM_INPUT),
+        rois = [graph.letterbox(w, h), *graph.tiles(w, h, self.config.tiles)]
+        found = [self._palms_in(image, roi) for roi in rois]
+        boxes, kps, scores = (np.concatenate(parts) for parts in zip(*found, strict=True))
+        boxes, kps, scores = graph.weighted_nms(boxes, kps, scores, self.config.nms_iou)
+        n = self.config.max_hands
+        return boxes[:n], kps[:n], scores[:n]
+
+    def _palms_in(self, image: np.ndarray, roi: np.ndarray):
+        """The palm detector on the square ``roi`` [5] (normalised): boxes, keypoints and
+        scores over ``min_score``, before NMS, normalised in the image."""
+        h, w = image.shape[:2]
+        crop = graph.warp(image, graph.crop_matrix(roi, w, h, graph.PALM_INPUT),
                           graph.PALM_INPUT, "zero")  # fmt: skip
         raw_boxes, raw_scores = _run(self._palm, crop[None])
         boxes, kps, scores = graph.decode_palms(raw_boxes[0], raw_scores[0], self._anchors,
                                                 self.config.min_score)  # fmt: skip
-        boxes, kps, scores = graph.weighted_nms(boxes, kps, scores, self.config.nms_iou)
-        n = self.config.max_hands
-        boxes = graph.remove_letterbox(boxes[:n].reshape(-1, 2, 2), pad).reshape(-1, 4)
-        return boxes, graph.remove_letterbox(kps[:n], pad), scores[:n]
+        boxes = graph.roi_to_image(boxes.reshape(-1, 2, 2), roi).reshape(-1, 4)
+        return boxes, graph.roi_to_image(kps, roi), scores
 
     def landmarks(self, image: np.ndarray, rect: np.ndarray):
         """One landmark pass on the crop ``rect`` [5] (normalised, see ``graph``):

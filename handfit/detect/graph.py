@@ -84,7 +84,7 @@ def ssd_anchors() -> np.ndarray:
 def decode_palms(
     raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, min_score: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The palm model's outputs as detections in the letterboxed 192 x 192 input.
+    """The palm model's outputs as detections in its 192 x 192 input (normalised).
 
     Args:
       raw_boxes: [2016, 18] (x, y, w, h, then 7 keypoints' x, y) relative to the anchors.
@@ -144,23 +144,35 @@ def weighted_nms(
             np.asarray(out_scores, np.float32))  # fmt: skip
 
 
-def letterbox(width: int, height: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The square ROI around a whole image and its padding (ImageToTensorCalculator).
-
-    Returns:
-      rect [5] normalised (centre, size padded to a square, rotation 0) and padding
-      [2] (horizontal, vertical), the fraction of the ``size`` input on each side that
-      lies outside the image.
-    """
+def letterbox(width: int, height: int) -> np.ndarray:
+    """The square ROI [5] around a whole image, padded on its shorter side
+    (ImageToTensorCalculator's keep_aspect_ratio): normalised centre, size, rotation 0."""
     side = max(width, height)
-    rect = np.array([0.5, 0.5, side / width, side / height, 0.0], np.float32)
-    pad = np.array([(1 - width / side) / 2, (1 - height / side) / 2], np.float32)
-    return rect, pad
+    return np.array([0.5, 0.5, side / width, side / height, 0.0], np.float32)
 
 
-def remove_letterbox(points: np.ndarray, pad: np.ndarray) -> np.ndarray:
-    """Normalised points ``[..., 2]`` of a letterboxed input in the image's normalised frame."""
-    return (points - pad) / (1 - 2 * pad)
+def tiles(width: int, height: int, count: int) -> np.ndarray:
+    """Square ROIs [N, 5] (normalised, rotation 0) for finding palms too small for the whole
+    image: side ``max(W, H) / count`` (at most the shorter side), overlapping by at least
+    half a side, covering the image. ``count`` < 2 gives none."""
+    if count < 2:
+        return np.zeros((0, 5), np.float32)
+    side = min(max(width, height) / count, min(width, height))
+
+    def starts(length: int) -> np.ndarray:
+        n = int(np.ceil(2 * (length - side) / side - 1e-9)) + 1
+        return np.linspace(0.0, length - side, n)
+
+    x0, y0 = np.meshgrid(starts(width), starts(height))
+    centre = np.stack([(x0.ravel() + side / 2) / width, (y0.ravel() + side / 2) / height], -1)
+    size = np.broadcast_to([side / width, side / height, 0.0], (len(centre), 3))
+    return np.concatenate([centre, size], -1).astype(np.float32)
+
+
+def roi_to_image(points: np.ndarray, roi: np.ndarray) -> np.ndarray:
+    """Points ``[..., 2]`` normalised in an unrotated ROI's input (e.g. the palm detector's,
+    of ``letterbox`` or ``tiles``) as normalised points of the image."""
+    return roi[:2] + (np.asarray(points) - 0.5) * roi[2:4]
 
 
 def detection_to_rect(
