@@ -148,21 +148,24 @@ def bench(folder: Path, tiles: list[int], repeats: int) -> None:
     if missing:
         raise SystemExit(f"{folder}: missing {missing}; run with --extract first")
     print(f"load average {os.getloadavg()[0]:.1f} (2-core machine)")
-    print("| photo | size | visible | " + " | ".join(
-        f"tiles={t}: found / extra, detect ms, fit ms, fit 2D px" for t in tiles) + " |")
+    print(
+        "| photo | size | visible | "
+        + " | ".join(f"tiles={t}: found / extra, detect ms, fit ms, fit 2D px" for t in tiles)
+        + " |"
+    )
     print("|---|---|---:|" + "---:|" * len(tiles))
+    detectors = {t: detect.Detector(dataclasses.replace(
+        detect.DetectConfig.from_config(config.detect), tiles=t)) for t in tiles}  # fmt: skip
     totals = {t: np.zeros(4) for t in tiles}  # found, extra, detect ms, fit ms
     for name, visible in VISIBLE.items():
         image = np.asarray(Image.open(folder / name).convert("RGB"))
         cells = []
-        for t in tiles:
-            detector = detect.Detector(dataclasses.replace(
-                detect.DetectConfig.from_config(config.detect), tiles=t))  # fmt: skip
+        for t, detector in detectors.items():
             hands = detector(image)
             found, extra = _match(hands, visible)
-            det_ms = _median_ms(lambda d=detector: d(image), repeats)
+            det_ms = _median_ms(lambda d=detector, im=image: d(im), repeats)
             errors = _fit(hands, image.shape, models, cfg) if hands else []  # compiles
-            fit_ms = _median_ms(lambda h=hands: _fit(h, image.shape, models, cfg),
+            fit_ms = _median_ms(lambda h=hands, s=image.shape: _fit(h, s, models, cfg),
                                 max(1, repeats // 2)) if hands else 0.0  # fmt: skip
             totals[t] += (found, extra, det_ms, fit_ms)
             err = f"{np.mean(errors):.1f}" if errors else "-"
