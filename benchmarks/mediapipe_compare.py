@@ -20,6 +20,12 @@ and the handedness. Two settings are compared:
 
 Without ``--images`` it renders handfit's synthetic hands (open hand model, 320 x 320,
 procedural backgrounds) into a temporary folder and uses those.
+
+``--sensitivity`` also prints, per hand MediaPipe tracked, how far handfit's second crop is
+from MediaPipe's (centre and side in pixels, rotation in radians), what that does to the
+landmarks, and how much the landmark model's output moves when MediaPipe's own crop is
+disturbed at random by 0.3 px (centre, size) and 0.002 rad: the chained difference is that
+sensitivity at work.
 """
 
 from __future__ import annotations
@@ -151,6 +157,45 @@ def compare(folder: Path, mediapipe: dict, max_hands: int) -> list[dict]:
     return rows
 
 
+def sensitivity(folder: Path, mediapipe: dict, max_hands: int, trials: int = 20) -> None:
+    """Prints the second crop's difference from MediaPipe's and the landmark model's
+    response to small random changes of MediaPipe's crop (module doc)."""
+    import numpy as np
+    from PIL import Image
+
+    from handfit import detect
+    from handfit.detect import graph
+
+    det = detect.Detector({"second_pass": False, "max_hands": max_hands})
+    rng = np.random.default_rng(0)
+    print("\n| image | our second crop - MediaPipe's: centre px, side px, rotation rad "
+          "| landmarks on ours vs theirs max px | theirs disturbed: landmarks move max px "
+          "(median, largest of the trials) |")  # fmt: skip
+    print("|---|---|---:|---:|")
+    for path in _images(folder):
+        image = np.asarray(Image.open(path).convert("RGB"))
+        h, w = image.shape[:2]
+        theirs = mediapipe[path.name]["video"]
+        ours = det(image)
+        if len(theirs["rects"]) != 1 or len(ours) != 1:
+            continue  # one hand each: no matching needed
+        rect = np.asarray(theirs["rects"][0], np.float64)
+        mine = graph.landmarks_to_rect((ours[0].landmarks - 0.5) / (w, h), w, h)
+
+        def lms(r, image=image, w=w, h=h):
+            return graph.to_handfit_pixels(det.landmarks(image, r.astype(np.float32))[0][:, :2],
+                                           w, h)  # fmt: skip
+
+        base = lms(rect)
+        scale = np.array([0.3 / w, 0.3 / h, 0.3 / w, 0.3 / h, 0.002])
+        moved = [np.abs(lms(rect + rng.normal(size=5) * scale) - base).max()
+                 for _ in range(trials)]  # fmt: skip
+        d = (mine - rect) * (w, h, w, h, 1)
+        print(f"| {path.name} | {np.hypot(*d[:2]):.2f}, {d[2]:+.2f}, {d[4]:+.4f} | "
+              f"{np.abs(lms(mine) - base).max():.2f} | {np.median(moved):.2f}, "
+              f"{max(moved):.2f} |")  # fmt: skip
+
+
 def _synthetic(folder: Path, count: int) -> None:
     import numpy as np
     from PIL import Image
@@ -170,6 +215,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=24, help="synthetic images without --images")
     parser.add_argument("--max_hands", type=int, default=2)
     parser.add_argument("--side", default="handfit", choices=("handfit", "mediapipe"))
+    parser.add_argument("--sensitivity", action="store_true", help="also the crop sensitivity")
     args = parser.parse_args()
     if args.side == "mediapipe":
         print(json.dumps(run_mediapipe(Path(args.images), args.max_hands)))
@@ -184,7 +230,14 @@ def main() -> None:
         )  # fmt: skip
         if done.returncode:
             sys.exit(f"MediaPipe's side failed:\n{done.stderr[-3000:]}")
-        rows = compare(folder, json.loads(done.stdout.strip().splitlines()[-1]), args.max_hands)
+        mediapipe = json.loads(done.stdout.strip().splitlines()[-1])
+        rows = compare(folder, mediapipe, args.max_hands)
+        _print(rows)
+        if args.sensitivity:
+            sensitivity(folder, mediapipe, args.max_hands)
+
+
+def _print(rows: list[dict]) -> None:
     print("| image | mode | hands MediaPipe / handfit | palm box max px | landmarks max px "
           "| world max mm | same side | on MediaPipe's crop max px |")  # fmt: skip
     print("|---|---|---|---:|---:|---:|---|---:|")
