@@ -53,7 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.synthetic.background_dir = ""
     config.data.synthetic.seed = 0
 
-    # The DHPE networks (handfit.models.dhpe). Owner: the training issue.
+    # The DHPE networks (handfit.models.dhpe; docs/method.md, Eqs. 1-6).
     config.model = ml_collections.ConfigDict()
     config.model.backbone = "resnet50"  # 'resnet50' or 'resnet_tiny'
     config.model.backbone_width = 0  # the first stage's width (0: the preset's; ResNet-50: 64)
@@ -74,7 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
     # fewer is faster, too few drops faces (logged as render_overflow).
     config.model.render_budget = 0
 
-    # Test-time refinement (handfit.refine, Eq. 13). Owner: the refinement issue.
+    # Test-time refinement (handfit.refine; docs/method.md, Eq. 13).
     config.refine = ml_collections.ConfigDict()
     config.refine.enabled = True  # used by --mode=eval when a model is evaluated
     config.refine.steps = 50
@@ -125,7 +125,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.detect.tiles = 0  # >= 2: palms also in tiles of 1/tiles of the longer side (small hands)
     config.detect.threads = 2  # LiteRT CPU threads
 
-    # Self-supervised data augmentation (handfit.augment, Sec. 3.5). Owner: the augmentation issue.
+    # Self-supervised data augmentation (handfit.augment; docs/method.md, Sec. 3.5).
     config.augment = ml_collections.ConfigDict()
     config.augment.enabled = False
     config.augment.start_step = 0  # the paper's "first K epochs", in training steps
@@ -139,7 +139,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.augment.vertex_tolerance = 0.01  # metres behind the z-buffer a textured vertex may be
     config.augment.joint_tolerance = 0.025  # the same for a generated joint to count as visible
 
-    # --mode=eval (handfit.evaluate): report in <workdir>/eval/. Owner: the evaluation issue.
+    # --mode=eval (handfit.evaluate): report in <workdir>/eval/; protocols in docs/datasets.md.
     config.eval = ml_collections.ConfigDict()
     config.eval.step = -1  # checkpoint step to evaluate; -1: the latest
     config.eval.batch_size = 16  # fixed batch shape (the last batch is padded)
@@ -149,8 +149,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.num_samples = 4  # overlays (PNG) and meshes (.obj) per test set
     config.eval.workdirs = ()  # several workdirs to compare (empty: just --workdir)
 
-    # Training losses (handfit.train; Eq. 7's weights default to handfit.losses.DEFAULT_WEIGHTS).
-    # Owner: the training issue.
+    # Training losses (handfit.train; Eq. 7's weights default to handfit.losses.DEFAULT_WEIGHTS;
+    # each term in docs/method.md).
     config.loss = ml_collections.ConfigDict()
     config.loss.weights = ml_collections.ConfigDict(dict(losses.DEFAULT_WEIGHTS))
     config.loss.tau = losses.DEFAULT_TAU  # Eq. 12's gate: mean 2D joint error, crop pixels

@@ -25,7 +25,7 @@ Scored outputs ("variants"), all of the same examples under the same protocols:
 * ``baseline``: the paper's p(0), MANO's mean pose placed as the network places its output
   (``dhpe.place`` with the crop's intrinsics): what the network starts from.
 
-Protocols (datasets.md §5, ``handfit.metrics``): 3D joints under ``config.eval.protocol``
+Protocols (``handfit.metrics``; docs/datasets.md): 3D joints under ``config.eval.protocol``
 (default Zimmermann & Brox's: ground-truth root and reference-bone scale, which is how
 Eq. 8's normalisation is undone at test time) with PCK/AUC over 20-50 mm; Dexter+Object
 by its fingertip protocol; datasets with ground-truth meshes (FreiHAND, synthetic) also by
@@ -63,7 +63,7 @@ from handfit import checkpoint, config_check, mano, metrics, params, refine, ren
 from handfit.data import builders, example, pipeline
 from handfit.models import dhpe
 
-# The paper's 3D PCK AUC over 20-50 mm (read off its plots; approximate, paper-notes.md).
+# The paper's 3D PCK AUC over 20-50 mm (read off its plots; approximate, docs/datasets.md).
 REFERENCE_AUC = {"rhd": 0.926, "stb": 0.995, "dexter_object": 0.65}
 VARIANTS = {
     "network": "DHPE p(T), last iteration",

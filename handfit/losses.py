@@ -241,7 +241,7 @@ def denormalize_joints(
 
     Exact (to float rounding) for the root that :func:`normalize_joints` saw, when its
     depth is at least ``min_depth``. At test time ``root`` is the ground-truth root (the
-    evaluation protocol of datasets.md).
+    evaluation protocol of docs/datasets.md, "Scoring protocols").
 
     Args:
       normalized: [B, 21, 3] normalised joints.

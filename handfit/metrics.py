@@ -1,6 +1,6 @@
 """Evaluation metrics: PCK/AUC/EPE under named protocols, Procrustes errors, F-scores, masks.
 
-Conventions (datasets.md §5): keypoints come in metres (3D) or pixels (2D);
+Conventions (docs/datasets.md, "Scoring protocols"): keypoints come in metres (3D) or pixels (2D);
 reported errors are in millimetres (3D) or pixels (2D). Every result dict names
 the protocol it was computed under (``'protocol'``), so a number is never shown
 without it.

@@ -2,7 +2,7 @@
 
 Every entry's neutral value is 0, so a vector of zeros is a valid hand in view:
 the quaternion is added to the identity (1, 0, 0, 0) and normalised (so q = 0
-means no rotation; paper-notes.md, Eq. 5), the scale is ``base_scale *
+means no rotation; docs/method.md, Eq. 4), the scale is ``base_scale *
 exp(scale)`` and the translation is an offset from ``base_translation``.
 
 The hand is placed by its middle-finger MCP joint (canonical joint 9, the root of

@@ -2,7 +2,7 @@
 
 Each writer starts from known hands in handfit's canonical order (metres, the
 image's camera frame) and converts them INTO the dataset's raw order, units and
-frame, using joint-name tables written out here from datasets.md (not
+frame, using joint-name tables written out here from docs/datasets.md (not
 handfit.skeleton's maps), so that a wrong map or transform in a reader shows up.
 Every image gets a red marker at the projection of the thumb tip, so tests can
 check that images, joints and K agree.

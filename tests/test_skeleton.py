@@ -1,4 +1,4 @@
-"""handfit.skeleton: the joint maps of datasets.md section 0."""
+"""handfit.skeleton: the joint orders and maps of docs/conventions.md, "Joints"."""
 
 import numpy as np
 import pytest

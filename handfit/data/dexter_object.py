@@ -1,6 +1,6 @@
 """Reader for Dexter+Object (Sridhar et al. 2016): fingertip labels on RGB-D sequences.
 
-Layout under ``data_dir`` (datasets.md §3)::
+Layout under ``data_dir`` (docs/datasets.md, "Dexter+Object")::
 
     dexter+object/data/<Seq>/color/Color_%04d.bmp    (640x480)
     dexter+object/data/<Seq>/depth/Depth_%04d.png    (320x240; not read here)

@@ -1,6 +1,6 @@
 """The canonical example every dataset reader returns, and helpers shared by the readers.
 
-Conventions (architecture.md): metres, OpenCV camera frame (x right, y down, z
+Conventions (docs/conventions.md): metres, OpenCV camera frame (x right, y down, z
 forward), joints in handfit's canonical order (``handfit.skeleton``), pixel
 coordinates with ``u = fx * x / z + cx``. The intrinsics are the dataset's own;
 no reader shifts them by half a pixel (which pixel-centre convention each dataset

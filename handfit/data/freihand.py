@@ -1,6 +1,6 @@
 """Reader for FreiHAND (Zimmermann et al. 2019): right hands with MANO fits.
 
-Layout under ``data_dir`` (datasets.md §4; the official zips unpack to it)::
+Layout under ``data_dir`` (docs/datasets.md, "FreiHAND"; the official zips unpack to it)::
 
     FreiHAND_pub_v2/
       training/rgb/%08d.jpg  (224x224; 32,560 x 4 versions)  training/mask/%08d.jpg (32,560)

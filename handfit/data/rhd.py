@@ -1,6 +1,6 @@
 """Reader for RHD, the Rendered Hand Pose dataset (Zimmermann & Brox 2017).
 
-Layout under ``data_dir`` (datasets.md §1)::
+Layout under ``data_dir`` (docs/datasets.md, "RHD")::
 
     RHD_published_v2/
       training/anno_training.pickle     training/color/%.5d.png  training/mask/%.5d.png

@@ -1,6 +1,6 @@
 """Reader for STB, the Stereo Hand Pose Tracking Benchmark (Zhang et al. 2017).
 
-Layout under ``data_dir`` (datasets.md §2)::
+Layout under ``data_dir`` (docs/datasets.md, "STB")::
 
     STB/
       images/<seq>/BB_left_<i>.png  BB_right_<i>.png  SK_color_<i>.png   (i from 0, 640x480)
