@@ -63,6 +63,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.cpm_kernel = 7
     config.model.cpm_depth = 5
     config.model.cpm_input = "stride8"  # the backbone map f_H reads ('stride4' for small crops)
+    # 'gaussian': Eq. 3, maps regress Gaussians (squared error); 'logits': each map is a
+    # spatial softmax trained with cross-entropy (learns far faster from scratch).
+    config.model.heatmap_form = "gaussian"
     # Hidden ReLU widths of f_M and f_R; () is the paper's single dense layer.
     config.model.mesh_hidden = ()
     config.model.refiner_hidden = ()

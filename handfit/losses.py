@@ -56,6 +56,10 @@ DEFAULT_WEIGHTS = {
     # (it is root-relative), so a from-scratch run may need this > 0 for Eq. 12's
     # gate to ever open. 0 reproduces Eq. 7.
     "projection": 0.0,
+    # Not in the paper: squared joint-limit violations of p(t)'s pose
+    # (joint_limit_violation; hand models with limits only). Eq. 8 alone bends fingers
+    # beyond what a hand can do to make up for a wrong global rotation. 0 reproduces Eq. 7.
+    "pose_prior": 0.0,
 }
 
 # Default Eq. 12 threshold: mean per-joint error, crop pixels (the paper's value was lost).
@@ -119,6 +123,48 @@ def heatmap_loss(
     return jnp.sum(per_stage)
 
 
+def heatmap_ce_loss(
+    *, heatmaps: jnp.ndarray, targets: jnp.ndarray, visible: jnp.ndarray | None = None
+) -> jnp.ndarray:
+    """Eq. 3 for maps read as logits: each visible joint's spatial softmax against its target.
+
+    Not the paper's form (``heatmap_loss`` is): each map is a distribution over the cells,
+    ``softmax`` over H x W, and the loss is its cross-entropy with the Gaussian target
+    normalised to sum 1 (nats, minimum the target's entropy). Unlike the squared error, whose
+    sparse targets leave a wide plateau at all-zero maps, its gradient ``softmax - target``
+    is large from the first step.
+
+    Args:
+      heatmaps: [B, H, W, 21] or [S, B, H, W, 21] logits (every CPM stage: summed).
+      targets: [B, H, W, 21] ground-truth Gaussian maps (any positive scale).
+      visible: [B, 21] or None (all visible); other joints (and all-zero targets) add nothing.
+    Returns:
+      Sum over stages of the mean cross-entropy over the visible joints.
+    """
+    stages = heatmaps if heatmaps.ndim == 5 else heatmaps[None]
+    if stages.shape[1:] != targets.shape:
+        raise ValueError(
+            f"heatmaps {heatmaps.shape} do not match targets {targets.shape} "
+            "([B, H, W, J] or [S, B, H, W, J])"
+        )
+    b, h, w, j = targets.shape
+    total = jnp.sum(targets, axis=(1, 2))  # [B, J]
+    mask = (jnp.ones((b, j)) if visible is None else visible.astype(targets.dtype)) * (total > 0)
+    target = targets / jnp.maximum(total, 1e-12)[:, None, None, :]
+
+    def one(logits):
+        log_prob = jax.nn.log_softmax(logits.reshape(b, h * w, j), axis=1).reshape(logits.shape)
+        return _masked_mean(-jnp.sum(target * log_prob, axis=(1, 2)), mask)
+
+    return jnp.sum(jax.vmap(one)(stages))
+
+
+# How the CPM's maps are read and trained (``config.model.heatmap_form``): 'gaussian' maps
+# regress Eq. 3's Gaussians (heatmap_loss; soft arg-max sharpness cpm.DEFAULT_BETA),
+# 'logits' maps are spatial logits (heatmap_ce_loss; soft arg-max = their expectation).
+HEATMAP_FORMS = {"gaussian": heatmap_loss, "logits": heatmap_ce_loss}
+
+
 # ---------------------------------------------------------------------------
 # 2D joints: Eq. 6 and the projection term
 
@@ -166,6 +212,24 @@ def refiner_loss(
         )
     )(joints2d_iters)
     return jnp.sum(per_iter)
+
+
+# ---------------------------------------------------------------------------
+# A pose prior (not in the paper)
+
+
+def joint_limit_violation(*, pose: jnp.ndarray, model) -> jnp.ndarray:
+    """``[B]`` sum of squared violations (radians²) of ``model.joint_limits`` by ``pose [B, 45]``.
+
+    Each joint's axis-angle is expressed in its anatomical frame (``model.joint_frames``:
+    flexion, abduction, twist) and compared with its (min, max); 0 inside the limits.
+    ``model`` is a ``mano.HandModel`` with ``joint_limits`` (the open hand model has them).
+    """
+    frames = model.joint_frames.astype(pose.dtype)
+    local = jnp.einsum("jab,njb->nja", frames, pose.reshape(pose.shape[0], 15, 3))
+    lo, hi = model.joint_limits[..., 0], model.joint_limits[..., 1]
+    over = jax.nn.relu(local - hi) + jax.nn.relu(lo - local)
+    return jnp.sum(jnp.square(over), axis=(1, 2))
 
 
 # ---------------------------------------------------------------------------

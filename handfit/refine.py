@@ -376,15 +376,6 @@ def _start_need(p: MeshParams, model: mano.HandModel, camera: Camera, *, sigma, 
     return render.candidate_count(verts, model.faces, camera, sigma=sigma, tile=tile)
 
 
-def _joint_limit_penalty(pose: jnp.ndarray, model: mano.HandModel) -> jnp.ndarray:
-    """[B] sum of squared violations (radians) of the model's joint limits by ``pose [B, 45]``."""
-    frames = model.joint_frames.astype(pose.dtype)
-    local = jnp.einsum("jab,njb->nja", frames, pose.reshape(pose.shape[0], 15, 3))
-    lo, hi = model.joint_limits[..., 0], model.joint_limits[..., 1]
-    over = jax.nn.relu(local - hi) + jax.nn.relu(lo - local)
-    return jnp.sum(jnp.square(over), axis=(1, 2))
-
-
 def _world_joints(joints: jnp.ndarray, world: jnp.ndarray, visible: jnp.ndarray) -> jnp.ndarray:
     """[B] mean squared distance (m^2) of the visible joints [B, 21, 3] to ``world``, each
     set taken relative to its visible joints' centroid."""
@@ -497,7 +488,7 @@ def _refine(p0, evidence, model, camera, images, f_r, f_f, *, cfg, target, faces
         if cfg.shape_prior_weight > 0:
             terms["shape_prior"] = jnp.sum(jnp.square(p.shape), -1)
         if cfg.pose_prior_weight > 0 and model.joint_limits is not None:
-            terms["pose_prior"] = _joint_limit_penalty(p.pose, model)
+            terms["pose_prior"] = losses.joint_limit_violation(pose=p.pose, model=model)
         if ev_world is not None and cfg.world_joints_weight > 0:
             terms["world_joints"] = _world_joints(out.joints, ev_world, visible)
         if ev_world is not None and cfg.world_bones_weight > 0:

@@ -94,6 +94,7 @@ class LossOptions:
     use_refiner: bool = True
     mesh_iterations: str = "last"
     laplacian_mode: str = "delta"
+    heatmap_form: str = "gaussian"
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> LossOptions:
@@ -117,6 +118,7 @@ class LossOptions:
             use_refiner=bool(config.model.use_refiner),
             mesh_iterations=loss.mesh_iterations,
             laplacian_mode=loss.laplacian_mode,
+            heatmap_form=config.model.heatmap_form,
         )
 
     def weight(self, name: str) -> float:
@@ -209,6 +211,8 @@ def dhpe_loss(
             terms["shape"] = losses.shape_loss(
                 silhouettes=out.silhouettes[t], masks=masks, weights=gate * has_mask
             )
+        if options.weight("pose_prior") > 0 and hand.joint_limits is not None:
+            terms["pose_prior"] = jnp.mean(losses.joint_limit_violation(pose=p.pose, model=hand))
         if options.weight("projection") > 0:
             terms["projection"] = losses.joints2d_loss(
                 joints2d_pred=out.joints2d_proj[t],
@@ -222,7 +226,7 @@ def dhpe_loss(
     terms = {k: sum(d[k] for d, _ in per_iter) / len(per_iter) for k in per_iter[0][0]}
     gate_fraction = per_iter[-1][1]
     if options.use_2d_losses:
-        terms["heatmap"] = losses.heatmap_loss(
+        terms["heatmap"] = losses.HEATMAP_FORMS[options.heatmap_form](
             heatmaps=out.heatmaps,
             targets=jnp.moveaxis(batch["heatmaps"], 1, -1),
             visible=visible,

@@ -43,6 +43,35 @@ def test_heatmap_loss_rejects_mismatched_shapes():
         losses.heatmap_loss(heatmaps=jnp.zeros((1, 4, 4, J)), targets=jnp.zeros((1, 2, 2, J)))
 
 
+def test_heatmap_ce_loss_is_the_cross_entropy_of_each_visible_map():
+    rng = np.random.default_rng(0)
+    targets = rng.random((2, 3, 3, J)).astype(np.float32)
+    targets[1, ..., 5] = 0.0  # a joint without a target (invisible in the pipeline)
+    vis = np.ones((2, J), bool)
+    vis[0, 2] = False
+    logits = rng.normal(size=(2, 3, 3, J)).astype(np.float32)
+    # by hand: softmax over the 9 cells, target normalised to sum 1
+    prob = np.exp(logits) / np.exp(logits).sum((1, 2), keepdims=True)
+    norm = targets / np.maximum(targets.sum((1, 2), keepdims=True), 1e-12)
+    ce = -(norm * np.log(prob)).sum((1, 2))  # [2, J]
+    counted = vis & (targets.sum((1, 2)) > 0)
+    expected = ce[counted].mean()
+    loss = losses.heatmap_ce_loss(heatmaps=jnp.asarray(logits), targets=targets, visible=vis)
+    assert loss == pytest.approx(expected, rel=1e-5)
+    # stages add; the minimum is at log(target), where the loss is the target's entropy
+    both = losses.heatmap_ce_loss(
+        heatmaps=jnp.stack([logits, logits]), targets=targets, visible=vis
+    )
+    assert both == pytest.approx(2 * expected, rel=1e-5)
+    best = jnp.log(jnp.asarray(norm) + 1e-30)
+    grad = jax.grad(lambda h: losses.heatmap_ce_loss(heatmaps=h, targets=targets, visible=vis))
+    entropy = -(norm * np.log(norm + 1e-30)).sum((1, 2))[counted].mean()
+    at_best = losses.heatmap_ce_loss(heatmaps=best, targets=targets, visible=vis)
+    assert at_best == pytest.approx(entropy, rel=1e-4)
+    assert float(jnp.max(jnp.abs(grad(best)))) < 1e-5
+    assert float(jnp.max(jnp.abs(grad(jnp.asarray(logits))))) > 1e-3
+
+
 def test_joints2d_and_refiner_loss_hand_computed():
     true = jnp.zeros((1, J, 2))
     pred = np.zeros((1, J, 2), np.float32)

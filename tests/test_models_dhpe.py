@@ -139,3 +139,15 @@ def test_bad_inputs_are_named(run):
         model.apply(variables, jnp.zeros((1, 32, 32, 3)), intrinsics(1)[:1], HAND, train=False)
     with pytest.raises(ValueError, match="K must be"):
         model.apply(variables, jnp.zeros((1, S, S, 3)), jnp.eye(3), HAND, train=False)
+
+
+@pytest.mark.parametrize("form, beta", [("gaussian", cpm.DEFAULT_BETA), ("logits", 1.0)])
+def test_cpm_joints_are_read_as_the_heatmap_form_says(run, form, beta):
+    """Gaussian maps are sharpened by DEFAULT_BETA; logits are read as their own softmax."""
+    _, variables, images, K, _ = run
+    model = make().clone(heatmap_form=form, render_size=0)
+    out = model.apply(variables, images, K, HAND, train=False)
+    expected = cpm.soft_argmax(out.heatmaps[-1], crop_size=float(S), beta=beta)
+    other = cpm.soft_argmax(out.heatmaps[-1], crop_size=float(S), beta=26.0 - beta)
+    np.testing.assert_allclose(out.joints2d_cpm, expected, rtol=1e-5, atol=1e-4)
+    assert float(jnp.max(jnp.abs(out.joints2d_cpm - other))) > 1e-3

@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from handfit import geometry, mano, params, refine, render
+from handfit import geometry, losses, mano, params, refine, render
 from handfit.params import MeshParams
 
 SIZE = 64
@@ -171,9 +171,9 @@ def test_config_from_config_section():
 
 def test_joint_limit_penalty(model):
     pose = mano.sample_poses(jax.random.PRNGKey(1), model, 4)
-    assert np.all(np.asarray(refine._joint_limit_penalty(pose, model)) < 1e-10)
+    assert np.all(np.asarray(losses.joint_limit_violation(pose=pose, model=model)) < 1e-10)
     bent = pose.at[:, 3 * 4 + 1].add(1.0)  # index MCP twisted sideways by 1 rad
-    assert np.all(np.asarray(refine._joint_limit_penalty(bent, model)) > 0.1)
+    assert np.all(np.asarray(losses.joint_limit_violation(pose=bent, model=model)) > 0.1)
 
 
 def test_frozen_groups_hooks_and_one_trace(main_run, model, camera):

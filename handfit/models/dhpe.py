@@ -107,6 +107,8 @@ class DHPE(nn.Module):
       render_budget: (face, window) pairs per image for the renderer (None: its default).
       soft_argmax: read j2D(0) with the soft arg-max (sub-pixel; else the hard one). Either
         way no gradient flows back into f_H through j2D(0), as with the paper's arg-max.
+      heatmap_form: 'gaussian' (Eq. 3's maps; soft arg-max at ``cpm.DEFAULT_BETA``) or
+        'logits' (spatial logits; j2D(0) is the expectation under their softmax).
       cpm_input: the backbone map f_H reads ('stride8' as in the paper; 'stride4' gives
         small crops a finer map).
       mesh_hidden, refiner_hidden: hidden ReLU widths of f_M and f_R (() : the paper's one layer).
@@ -121,6 +123,7 @@ class DHPE(nn.Module):
     sigma: float = 1.0
     render_budget: int | None = None
     soft_argmax: bool = True
+    heatmap_form: str = "gaussian"
     cpm_input: str = "stride8"
     mesh_hidden: tuple[int, ...] = ()
     refiner_hidden: tuple[int, ...] = ()
@@ -172,8 +175,11 @@ class DHPE(nn.Module):
             raise ValueError(f"DHPE: K must be [{b}, 3, 3], got {K.shape}")
         f, maps = self.f_F(images, train=train)
         heatmaps = self.f_H(maps[self.cpm_input])
-        readout = cpm_lib.soft_argmax if self.soft_argmax else cpm_lib.hard_argmax
-        j2d_cpm = readout(heatmaps[-1], crop_size=float(s))
+        if self.soft_argmax:
+            beta = cpm_lib.DEFAULT_BETA if self.heatmap_form == "gaussian" else 1.0
+            j2d_cpm = cpm_lib.soft_argmax(heatmaps[-1], crop_size=float(s), beta=beta)
+        else:
+            j2d_cpm = cpm_lib.hard_argmax(heatmaps[-1], crop_size=float(s))
         # The paper reads j2D(0) as an arg-max, through which no gradient flows: f_H learns
         # from its own losses, not from what the heads would like the joints to be.
         j2d = lax.stop_gradient(j2d_cpm)
@@ -216,6 +222,7 @@ class DHPE(nn.Module):
 
 BACKBONES = {"resnet50": resnet.ResNet50, "resnet_tiny": resnet.ResNetTiny}
 CPM_INPUTS = ("stride4", "stride8", "stride16")  # backbone maps f_H can read
+HEATMAP_FORMS = ("gaussian", "logits")  # what f_H's maps are (see DHPE.heatmap_form)
 
 
 def from_config(config: ml_collections.ConfigDict, *, bn_axis_name: str | None = None) -> DHPE:
@@ -247,6 +254,7 @@ def from_config(config: ml_collections.ConfigDict, *, bn_axis_name: str | None =
         render_size=m.render_size,
         sigma=m.sigma,
         render_budget=m.render_budget or None,
+        heatmap_form=m.heatmap_form,
         cpm_input=m.cpm_input,
         mesh_hidden=tuple(m.mesh_hidden),
         refiner_hidden=tuple(m.refiner_hidden),
