@@ -60,6 +60,9 @@ DEFAULT_WEIGHTS = {
     # (joint_limit_violation; hand models with limits only). Eq. 8 alone bends fingers
     # beyond what a hand can do to make up for a wrong global rotation. 0 reproduces Eq. 7.
     "pose_prior": 0.0,
+    # Not in the paper: Eq. 8 after the best global rotation (aligned_articulation_loss),
+    # the articulation alone. 0 reproduces Eq. 7.
+    "aligned_articulation": 0.0,
 }
 
 # Default Eq. 12 threshold: mean per-joint error, crop pixels (the paper's value was lost).
@@ -344,6 +347,49 @@ def articulation_loss(
     kw = dict(box_size=box_size, focal=focal, min_depth=min_depth)
     diff = normalize_joints(joints3d_pred, **kw) - normalize_joints(joints3d_true, **kw)
     return _masked_mean(jnp.sum(jnp.square(diff), -1), _joint_mask(visible, joints3d_pred))
+
+
+def _best_rotation(source: jnp.ndarray, target: jnp.ndarray, weights: jnp.ndarray) -> jnp.ndarray:
+    """``[B, 3, 3]`` proper rotations R minimising ``sum_j w_j ||R source_j - target_j||^2``
+    (Kabsch) of centred ``[B, J, 3]`` point sets with weights ``[B, J]``."""
+    cov = jnp.einsum("bj,bjx,bjy->bxy", weights, target, source)
+    u, _, vt = jnp.linalg.svd(cov)
+    d = jnp.sign(jnp.linalg.det(u) * jnp.linalg.det(vt))
+    d = jnp.where(d == 0, 1.0, d)
+    return jnp.einsum("bxk,bk,bky->bxy", u, jnp.stack([jnp.ones_like(d)] * 2 + [d], -1), vt)
+
+
+def aligned_articulation_loss(
+    *,
+    joints3d_pred: jnp.ndarray,
+    joints3d_true: jnp.ndarray,
+    box_size: jnp.ndarray,
+    focal: jnp.ndarray,
+    visible: jnp.ndarray | None = None,
+    min_depth: float = MIN_DEPTH,
+) -> jnp.ndarray:
+    """Eq. 8 after the global rotation that best aligns the two skeletons (not in the paper).
+
+    Both sides are normalised as in :func:`articulation_loss`, centred on their labelled
+    joints' mean, and the prediction is turned onto the truth by the best rotation
+    (Kabsch, held fixed: no gradient flows through it). What is left is the articulation
+    (and the shape) alone, so a wrong global rotation no longer pulls the fingers into
+    whatever pose makes up for it; Eq. 8 still trains the rotation.
+
+    Args: as :func:`articulation_loss`. Returns: a scalar (mean squared distance).
+    """
+    kw = dict(box_size=box_size, focal=focal, min_depth=min_depth)
+    mask = _joint_mask(visible, joints3d_pred)
+    w = mask / jnp.maximum(jnp.sum(mask, -1, keepdims=True), 1.0)
+
+    def centred(x):
+        x = jnp.where(mask[..., None] > 0, normalize_joints(x, **kw), 0.0)
+        return x - jnp.einsum("bj,bjx->bx", w, x)[:, None]
+
+    pred, true = centred(joints3d_pred), centred(joints3d_true)
+    R = jax.lax.stop_gradient(_best_rotation(pred, true, w))
+    diff = jnp.einsum("bxy,bjy->bjx", R, pred) - true
+    return _masked_mean(jnp.sum(jnp.square(diff), -1), mask)
 
 
 # ---------------------------------------------------------------------------

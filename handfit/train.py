@@ -191,6 +191,14 @@ def dhpe_loss(
                 visible=labelled3d,
             )
         }
+        if options.weight("aligned_articulation") > 0:
+            terms["aligned_articulation"] = losses.aligned_articulation_loss(
+                joints3d_pred=out.joints3d[t],
+                joints3d_true=batch["joints3d"],
+                box_size=box,
+                focal=batch["K"][:, 0, 0],
+                visible=labelled3d,
+            )
         p = params.MeshParams.from_vector(out.params[t])
         frame = mano.forward(hand, p.pose, p.shape)  # the model's frame (losses.laplacian_loss)
         terms["laplacian"] = losses.laplacian_loss(

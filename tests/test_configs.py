@@ -1,12 +1,14 @@
 """Configs: every variant loads; ablation switches turn exactly their part off."""
 
+import dataclasses
+
 import pytest
 
-from configs import ablation, default, full, synthetic, tiny
+from configs import ablation, default, full, synthetic, synthetic_long, tiny
 from handfit.data import builders
 
 
-@pytest.mark.parametrize("module", [default, full, synthetic, tiny])
+@pytest.mark.parametrize("module", [default, full, synthetic, synthetic_long, tiny])
 def test_each_config_starts_with_its_command(module):
     assert "python main.py --config=configs/" in module.__doc__
     module.get_config()
@@ -44,3 +46,12 @@ def test_narrow_trains_narrow_and_tests_wide():
     assert max(train.rotation_deg) < min(test.rotation_deg)
     assert train.shape_std < test.shape_std
     assert spec.name != builders.synthetic_spec(synthetic.get_config()).name
+
+
+def test_the_long_run_tests_on_the_default_test_split():
+    """Same test hands (spec fields other than num_train), so the two tables compare."""
+    short = builders.synthetic_spec(synthetic.get_config())
+    long = builders.synthetic_spec(synthetic_long.get_config())
+    assert long.num_train > short.num_train
+    same_but_size = dataclasses.replace(short.sampling("test"), num_train=long.num_train)
+    assert long.sampling("test") == same_but_size

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from handfit import losses, mano, params, skeleton
+from handfit import geometry, losses, mano, params, skeleton
 
 J = skeleton.NUM_JOINTS
 
@@ -301,3 +301,24 @@ def test_total_loss_weights_and_logs():
         losses.total_loss(terms={"artic": jnp.asarray(1.0)})
     with pytest.raises(KeyError, match="unknown loss weight"):
         losses.total_loss(terms=terms, weights={"shapes": 1.0})
+
+
+def test_aligned_articulation_ignores_the_global_rotation_but_not_the_pose():
+    rng = np.random.default_rng(3)
+    true = rng.normal(0.0, 0.03, (2, J, 3)) + np.array([0.0, 0.0, 0.5])
+    root = true[:, 9:10]
+    turn = geometry.axis_angle_to_matrix(jnp.asarray([[0.3, -1.2, 2.0], [1.0, 0.5, -0.4]]))
+    turned = np.einsum("bxy,bjy->bjx", np.asarray(turn), true - root) + root
+    kw = dict(box_size=jnp.full((2,), 100.0), focal=jnp.full((2,), 200.0))
+    aligned = losses.aligned_articulation_loss(joints3d_pred=turned, joints3d_true=true, **kw)
+    plain = losses.articulation_loss(joints3d_pred=turned, joints3d_true=true, **kw)
+    assert float(aligned) < 1e-8 < 1e-3 < float(plain)
+    bent = turned.copy()
+    bent[:, 12] += 0.02  # a fingertip moved: not a rotation
+    assert (
+        float(losses.aligned_articulation_loss(joints3d_pred=bent, joints3d_true=true, **kw)) > 1e-4
+    )
+    grad = jax.grad(
+        lambda x: losses.aligned_articulation_loss(joints3d_pred=x, joints3d_true=true, **kw)
+    )(jnp.asarray(bent))
+    assert np.all(np.isfinite(grad)) and float(jnp.abs(grad[:, 12]).max()) > 0
