@@ -43,13 +43,22 @@ def _xla_optimizations():
         jax.config.update("jax_disable_most_optimizations", before)
 
 
-@pytest.fixture(scope="module")
-def curves():
+def _train(**overrides) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per-step metrics of STEPS steps of the tiny config on one fixed batch, and the batch.
+
+    ``overrides``: ``'section.field'``-style keys (dots as ``__``) set on the tiny config.
+    """
     config = tiny.get_config()
     config.loss.constant_shape_weight = True  # Eq. 9 acts from step 1, so its fall is seen
     config.optim.learning_rate = 2e-3
     config.optim.end_factor = 1.0  # a constant rate: the cosine would end the run early
     config.train.steps = STEPS
+    for key, value in overrides.items():
+        *sections, field = key.split("__")
+        node = config
+        for section in sections:
+            node = node[section]
+        node[field] = value
     spec = synthetic.SyntheticSpec(num_train=8, num_test=0, image_size=32, occluder_prob=0.0)
     records = synthetic.generate(spec, "train", 0, 8)
     opts = pipeline.options(config.data)
@@ -65,12 +74,34 @@ def curves():
         for _ in range(STEPS):
             state, metrics = step(state, batch)
             rows.append(jax.device_get(metrics))
-    curves = {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}, host
+
+
+@pytest.fixture(scope="module")
+def curves():
+    curves, host = _train()
     # losses.heatmap_loss of all-zero maps: each stage's masked mean of the targets squared.
     targets, visible = host["heatmaps"], host["visible"]
     squares = np.sum(visible[:, :, None, None] * targets**2)
     per_stage = squares / (visible.sum() * targets[0, 0].size)
-    curves["zero_maps"] = config.model.cpm_stages * per_stage
+    curves["zero_maps"] = tiny.get_config().model.cpm_stages * per_stage
+    return curves
+
+
+@pytest.fixture(scope="module")
+def logit_curves():
+    """The synthetic default's choices: logit heat maps, rotation-aligned Eq. 8, pose prior."""
+    curves, host = _train(
+        model__heatmap_form="logits",
+        loss__weights__heatmap=1.0,
+        loss__weights__aligned_articulation=1.0,
+        loss__weights__pose_prior=1.0,
+    )
+    # the cross-entropy's floor: each visible target's entropy, summed over the stages
+    targets = host["heatmaps"][host["visible"]]  # [N, hs, hs]
+    prob = targets / targets.sum((1, 2), keepdims=True)
+    entropy = -np.sum(prob * np.log(np.maximum(prob, 1e-30)), axis=(1, 2)).mean()
+    curves["floor"] = tiny.get_config().model.cpm_stages * entropy
     return curves
 
 
@@ -90,3 +121,13 @@ def test_module_gradient_norms_are_logged(curves):
 def test_heat_maps_leave_the_all_zero_plateau(curves):
     last = curves["heatmap"][-10:].mean()
     assert last < HEATMAP_BELOW_ZERO_MAPS * curves["zero_maps"], (last, curves["zero_maps"])
+
+
+def test_logit_heat_maps_and_aligned_articulation_learn(logit_curves):
+    """Cross-entropy heat maps close most of the gap to their floor; the other terms fall."""
+    c = logit_curves
+    first, last = c["heatmap"][0], c["heatmap"][-10:].mean()
+    assert last - c["floor"] < 0.3 * (first - c["floor"]), (first, last, c["floor"])
+    for term in ("articulation", "aligned_articulation", "keypoints"):
+        assert c[term][-10:].mean() < 0.25 * c[term][0], term
+    assert np.isfinite(c["pose_prior"]).all() and c["pose_prior"][-10:].mean() < 1e-2
