@@ -74,7 +74,7 @@ def test_the_forward_pass_renders_nothing(run, monkeypatch):
         raise AssertionError("the forward pass rendered silhouettes")
 
     monkeypatch.setattr(render, "soft_silhouette", refuse)
-    model.apply(variables, images, K, HAND, train=False)  # traced afresh: not jitted
+    jax.make_jaxpr(lambda v, x, k: model.apply(v, x, k, HAND, train=False))(variables, images, K)
     with pytest.raises(ValueError, match="render_size is 0"):
         model.clone(render_size=0).silhouettes(jnp.zeros((1, 1, 3, 3)), K[:1], HAND)
 
