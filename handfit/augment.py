@@ -52,19 +52,6 @@ from handfit.data import backgrounds as bg
 from handfit.data import pipeline
 
 Array = jax.Array
-# The keys of pipeline.process, in its order.
-BATCH_KEYS = (
-    "image",
-    "mask",
-    "has_mask",
-    "K",
-    "joints3d",
-    "joints2d",
-    "visible",
-    "heatmaps",
-    "norm_size",
-    "mirrored",
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,11 +127,6 @@ class Augmented(NamedTuple):
     colors: Array
     alpha: Array
     overflow: Array
-
-
-def crop_camera(K: Array, size: int) -> rnd.Camera:
-    """The perspective camera [B] of square crops of side ``size``, intrinsics ``K [B, 3, 3]``."""
-    return rnd.perspective_camera(K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2], size, size)
 
 
 def _at_pixels(uv: Array, image: Array) -> tuple[Array, Array, Array]:
@@ -283,7 +265,7 @@ def generate(
     scale = jnp.exp(seeds.scale[:, 0]) * params.BASE_SCALE  # [B]
 
     # 1. Texture from the seed image.
-    camera = crop_camera(K, s)
+    camera = rnd.crop_camera(K, s)
     seed_mesh = params.mesh(seeds, model, base_translation=base)
     colors, _ = vertex_colors(
         seed_mesh.vertices,
@@ -317,7 +299,7 @@ def generate(
     mesh = params.mesh(new, model, base_translation=repeat(base))
 
     # 3. Render and composite.
-    camera = crop_camera(repeat(K), s)
+    camera = rnd.crop_camera(repeat(K), s)
     colors = repeat(colors)
     shaded = rnd.shade(
         mesh.vertices, model.faces, colors, camera, ambient=config.ambient, diffuse=config.diffuse
@@ -358,16 +340,17 @@ def generate(
 def extend(batch: dict[str, Array], generated: dict[str, Array]) -> dict[str, Array]:
     """The real batch followed by generated examples (``Augmented.batch``), key by key.
 
-    Both must hold exactly the keys of ``pipeline.process`` (:data:`BATCH_KEYS`) with
+    Both must hold exactly the keys of ``pipeline.process`` (``pipeline.BATCH_KEYS``) with
     matching per-example shapes; the result has N_real + N_generated examples.
     """
     for name, value in (("batch", batch), ("generated", generated)):
-        if set(value) != set(BATCH_KEYS):
+        if set(value) != set(pipeline.BATCH_KEYS):
             raise ValueError(
-                f"augment.extend: {name} has keys {sorted(value)}, expected {sorted(BATCH_KEYS)}"
+                f"augment.extend: {name} has keys {sorted(value)}, "
+                f"expected {sorted(pipeline.BATCH_KEYS)}"
             )
     out = {}
-    for key in BATCH_KEYS:
+    for key in pipeline.BATCH_KEYS:
         a, g = batch[key], generated[key]
         if a.shape[1:] != g.shape[1:]:
             raise ValueError(

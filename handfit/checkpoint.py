@@ -3,7 +3,9 @@
 Layout: ``<workdir>/checkpoints/<step>/{state,variables}``. ``state`` is whatever the
 trainer saves to resume (parameters, batch statistics, optimiser state, step);
 ``variables`` is ``{'params': ..., 'batch_stats': ...}`` alone, so evaluation and
-refinement restore the network without knowing the optimiser.
+refinement restore the network without knowing the optimiser. Beside them, each
+process's input-pipeline position of a checkpoint (:func:`save_input_state`) is
+``<workdir>/input_state/<step>.p<process>.json``.
 
 A checkpoint that cannot be restored (a truncated or missing file) is *damaged*:
 :func:`restore_state` falls back to the newest one that restores, with a warning naming
@@ -17,6 +19,7 @@ earlier checkpoints stay intact and an unfinished one is ignored.
 
 from __future__ import annotations
 
+import json
 import logging as logging_std
 import os
 import shutil
@@ -42,6 +45,46 @@ class CheckpointError(UserError):
 def directory(workdir: str | os.PathLike) -> str:
     """``<workdir>/checkpoints`` as an absolute path (orbax needs one)."""
     return os.path.join(os.path.abspath(os.fspath(workdir)), "checkpoints")
+
+
+def step_directory(workdir: str | os.PathLike, step: int) -> str:
+    """``<workdir>/checkpoints/<step>``: the folder of checkpoint ``step``."""
+    return os.path.join(directory(workdir), str(step))
+
+
+def input_state_path(workdir: str | os.PathLike, step: int) -> str:
+    """``<workdir>/input_state/<step>.p<process>.json``: this process's input position at
+    checkpoint ``step``."""
+    return os.path.join(os.fspath(workdir), "input_state", f"{step}.p{jax.process_index()}.json")
+
+
+def save_input_state(workdir: str | os.PathLike, step: int, state: dict) -> None:
+    """Writes the input iterator's ``state`` (a JSON-able dict, e.g. grain's ``get_state()``)
+    for checkpoint ``step``: a temporary file renamed, so a kill leaves the old one or none."""
+    path = input_state_path(workdir, step)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(state, f)
+    os.replace(path + ".tmp", path)
+
+
+def load_input_state(workdir: str | os.PathLike, step: int) -> dict:
+    """The input iterator's state saved with checkpoint ``step`` (:func:`save_input_state`).
+
+    Raises FileNotFoundError (saying how to start over) when it is missing and ValueError
+    when it is not valid JSON, each naming the file.
+    """
+    path = input_state_path(workdir, step)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} is missing: the checkpoint of step {step} has no input-pipeline position, "
+            f"so the run cannot resume exactly; delete {directory(workdir)} to start over"
+        )
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from e
 
 
 def manager(

@@ -176,7 +176,7 @@ def refine_start(p: jax.Array, K: jax.Array, crop_size: float) -> params.MeshPar
 
     ``refine`` places a hand with ``params.mesh``'s fixed base translation, the DHPE with a
     per-crop one (``dhpe.place``): the translation is shifted by their difference, so the
-    start is the same mesh (``dhpe.refine_hooks`` undoes the shift before f_R).
+    start is the same mesh (``refine.dhpe_hooks`` undoes the shift before f_R).
     """
     shift = dhpe.base_translation(K, crop_size) - jnp.asarray(params.BASE_TRANSLATION, p.dtype)
     return params.MeshParams.from_vector(p.at[:, -3:].add(shift))
@@ -188,7 +188,7 @@ def _predict(
     """``[B, S, S, 3], [B, 3, 3]`` -> ({variant: scored arrays}, {name: [B, 21, 2] 2D joints})."""
     b, s = images.shape[0], images.shape[1]
     out = model.apply(variables, images, K, hand, train=False)
-    camera = dhpe.crop_camera(K, s)
+    camera = render.crop_camera(K, s)
     p0 = params.MeshParams.initial(b, hand, images.dtype).to_vector()
     base = dhpe.place(p0, hand, K, float(s))
     pred = {
@@ -201,7 +201,7 @@ def _predict(
         evidence = refine.Evidence(
             joints2d=out.joints2d[-1], visible=jnp.ones((b, skeleton.NUM_JOINTS))
         )
-        hooks = dhpe.refine_hooks(model, variables, images, K) if reestimate else None
+        hooks = refine.dhpe_hooks(model, variables, images, K) if reestimate else None
         res = refine.refine(start, evidence, hand, camera, refine_config, hooks)
         pred["refined"] = _render(res.vertices, res.joints3d, camera, hand.faces)
         joints2d["refined_target"] = res.target2d

@@ -17,7 +17,7 @@ import dataclasses
 import functools
 import math
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from handfit import geometry, losses, mano, metrics, params, render, skeleton
+from handfit.models.dhpe import DHPE, base_translation
 from handfit.params import MeshParams
 from handfit.render.camera import Camera, batch_camera
 
@@ -66,6 +67,57 @@ class DHPEHooks(NamedTuple):
     features: Callable | None
     # [B,H,W,3] the crops the evidence refers to (for the 'features' term)
     images: jnp.ndarray | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Hook:
+    """A DHPE method as a module-level callable (hashable, equal for equal models), bound to
+    its arrays by ``jax.tree_util.Partial`` so that a hook is a pytree."""
+
+    model: DHPE
+    method: str  # 'features' or 'refine_joints2d'
+
+    def __call__(self, variables, *args):
+        if self.method == "features":
+            (images,) = args
+            return self.model.apply(variables, images, train=False, method=DHPE.features)
+        shift, features, p, joints3d, joints2d = args
+        p = p.at[:, -3:].add(-shift)  # refine's placement -> the DHPE's (see dhpe_hooks)
+        return self.model.apply(
+            variables, p, features, joints3d, joints2d, method=DHPE.refine_joints2d
+        )
+
+
+def dhpe_hooks(model: DHPE, variables: Any, images: jax.Array, K: jax.Array) -> DHPEHooks:
+    """The trained DHPE's f_R and f_F for test-time refinement (:class:`DHPEHooks`).
+
+    Placement: :func:`refine` places parameters with ``params.mesh``'s fixed base
+    translation (``params.BASE_TRANSLATION``), the DHPE with a per-crop one
+    (``dhpe.base_translation``). The hooks take the *refinement's* parameters: a DHPE vector
+    ``p`` is the refinement's ``p`` with ``trans + base_translation(K) - BASE_TRANSLATION``,
+    and ``refine_joints2d`` subtracts that shift before calling f_R, so f_R sees p(t) as it
+    was trained on. f_R's pooled feature f is computed once here from ``images``.
+
+    Args:
+      model: the DHPE; variables: its ``params`` and ``batch_stats``.
+      images: [B, S, S, 3] the crops in [0, 1]; K: [B, 3, 3] their intrinsics.
+    Returns:
+      DHPEHooks(refine_joints2d: (p [B, 63], joints3d [B, 21, 3] camera space, joints2d
+      [B, 21, 2] crop pixels) -> [B, 21, 2]; features: (images [B, S, S, 3]) -> [B, D];
+      images). Both are ``jax.tree_util.Partial``s (pytrees) of hashable callables, so
+      :func:`refine` compiles once for all hooks of one model (the variables and images
+      are traced arguments).
+    """
+    base = base_translation(K, float(model.crop_size))
+    shift = base - jnp.asarray(params.BASE_TRANSLATION, base.dtype)
+    features = jax.tree_util.Partial(_Hook(model, "features"), variables)
+    return DHPEHooks(
+        refine_joints2d=jax.tree_util.Partial(
+            _Hook(model, "refine_joints2d"), variables, shift, features(images)
+        ),
+        features=features,
+        images=images,
+    )
 
 
 class RefineResult(NamedTuple):
@@ -290,9 +342,10 @@ def refine(
       camera: the camera of the image (fields [] or [B]); silhouettes are rendered with it
         resized to ``render_size`` (the mask is resized to match).
       config: a RefineConfig or the ``config.refine`` section.
-      dhpe: optional hooks of a trained DHPE: with ``refine_joints2d`` the 2D target is
-        re-estimated by f_R from the current parameters at every step (as the paper does);
-        with ``features`` and ``images`` the 'features' silhouette term is available.
+      dhpe: optional hooks of a trained DHPE (:func:`dhpe_hooks`): with ``refine_joints2d``
+        the 2D target is re-estimated by f_R from the current parameters at every step (as
+        the paper does); with ``features`` and ``images`` the 'features' silhouette term is
+        available.
 
     Returns:
       RefineResult. A pure function of its inputs: it may be called under ``jit`` or
@@ -346,7 +399,7 @@ def _empty_result(run: Callable, args: tuple) -> RefineResult:
 
 def _as_pytree(hook: Callable | None) -> jax.tree_util.Partial | None:
     """A hook as a pytree argument of the jitted loop: its arrays are traced and its function
-    is compared by equality, so new hooks of the same model (``dhpe.refine_hooks`` per
+    is compared by equality, so new hooks of the same model (:func:`dhpe_hooks` per
     batch) reuse the compiled loop. A plain function becomes a Partial without arguments."""
     if hook is None or isinstance(hook, jax.tree_util.Partial):
         return hook

@@ -4,13 +4,8 @@
 (``handfit.models.dhpe``) and saves checkpoints with ``handfit.checkpoint``; rerun with
 the same workdir and it resumes from the newest checkpoint.
 
-* **Loss** (:func:`dhpe_loss`): Eq. 8 articulation, Eq. 9 shape with Eq. 12's per-example
-  gate, the Laplacian (in the model's frame), Eq. 2 feature, Eq. 3 heat maps (every CPM
-  stage), Eq. 6 refiner (summed over iterations) and the optional projection term, all
-  from ``handfit.losses`` and summed by ``losses.total_loss`` with ``config.loss.weights``.
-  The mesh terms use the last iteration's mesh (``config.loss.mesh_iterations='last'``,
-  the paper's Eq. 7 is written on the final m) or the mean over all iterations ('all').
-  3D joints count as labelled where the pipeline left them non-zero (it zeroes NaN ones).
+* **Loss**: Eq. 7, ``handfit.objective.dhpe_loss``, on the DHPE's output, its
+  silhouettes (``DHPE.silhouettes``) and, for Eq. 2, the features of the masked crops.
 * **Step** (:func:`make_train_step`): one ``jit`` of ``shard_map`` over a 1-D mesh
   ``('data',)``; each device takes its slice of the global batch; gradients and metrics
   are ``pmean``-ed and BatchNorm statistics are averaged over the mesh
@@ -18,8 +13,8 @@ the same workdir and it resumes from the newest checkpoint.
   (masked means, e.g. over visible joints, are averaged per device: exact when every
   device sees the same count). The state is donated.
 * **Resume** is exact: the state, the step and, beside each checkpoint, the input
-  iterator's position (``<workdir>/input_state/<step>.p<process>.json``, grain's own
-  iterator state, written before the checkpoint) are restored; per-step randomness is
+  iterator's position (``checkpoint.save_input_state``, grain's own iterator state,
+  written before the checkpoint) are restored; per-step randomness is
   ``fold_in(PRNGKey(seed), step)``. On one CPU a run killed and resumed ends with the
   same parameters as an uninterrupted one.
 * **Logs**: a tqdm bar (steps/s, ETA, losses), ``<workdir>/metrics.jsonl`` and TensorBoard
@@ -30,14 +25,13 @@ the same workdir and it resumes from the newest checkpoint.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple
 
 import flax
 import jax
@@ -49,14 +43,11 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from handfit import augment, checkpoint, config_check, losses, mano, params, render, viz
+from handfit import augment, checkpoint, config_check, losses, mano, objective, params, viz
 from handfit.data import backgrounds, pipeline
 from handfit.models import dhpe
 
 AXIS = "data"
-# The batch fields the step reads: the pipeline's (augment.BATCH_KEYS), plus 'backgrounds'
-# [B * per_seed, S, S, 3] for augmentation when augment.background_dir is set.
-BATCH_KEYS = augment.BATCH_KEYS
 LOSS_TERMS = (*losses.DEFAULT_WEIGHTS, "total")
 
 
@@ -81,188 +72,6 @@ class TrainState:
     def variables(self) -> dict[str, Any]:
         """``{'params', 'batch_stats'}``: what evaluation and refinement restore."""
         return {"params": self.params, "batch_stats": self.batch_stats}
-
-
-@dataclasses.dataclass(frozen=True)
-class LossOptions:
-    """The static choices of :func:`dhpe_loss`, from ``config.loss`` and ``config.model``."""
-
-    weights: tuple[tuple[str, float], ...] = tuple(losses.DEFAULT_WEIGHTS.items())
-    tau: float = losses.DEFAULT_TAU
-    constant_shape_weight: bool = False
-    use_2d_losses: bool = True
-    use_refiner: bool = True
-    mesh_iterations: str = "last"
-    laplacian_mode: str = "delta"
-    heatmap_form: str = "gaussian"
-
-    @classmethod
-    def from_config(cls, config: ml_collections.ConfigDict) -> LossOptions:
-        loss = config.loss
-        if loss.mesh_iterations not in ("last", "all"):
-            raise ValueError(
-                f"config.loss.mesh_iterations={loss.mesh_iterations!r}; expected 'last' or 'all'"
-            )
-        unknown = sorted(set(loss.weights) - set(losses.DEFAULT_WEIGHTS))
-        if unknown:
-            raise ValueError(
-                f"config.loss.weights has unknown terms {unknown}; "
-                f"known: {sorted(losses.DEFAULT_WEIGHTS)}"
-            )
-        weights = dict(losses.DEFAULT_WEIGHTS) | {k: float(v) for k, v in loss.weights.items()}
-        return cls(
-            weights=tuple(sorted(weights.items())),
-            tau=float(loss.tau),
-            constant_shape_weight=bool(loss.constant_shape_weight),
-            use_2d_losses=bool(loss.use_2d_losses),
-            use_refiner=bool(config.model.use_refiner),
-            mesh_iterations=loss.mesh_iterations,
-            laplacian_mode=loss.laplacian_mode,
-            heatmap_form=config.model.heatmap_form,
-        )
-
-    def weight(self, name: str) -> float:
-        return dict(self.weights)[name]
-
-
-# ---------------------------------------------------------------------------
-# The loss
-
-
-def pool_masks(masks: jax.Array, size: int) -> jax.Array:
-    """Ground-truth masks ``[B, S, S]`` averaged down to ``[B, size, size]`` (S a multiple)."""
-    s = masks.shape[-1]
-    if s % size:
-        raise ValueError(
-            f"mask side {s} is not a multiple of config.model.render_size={size}: choose a "
-            f"render_size that divides data.image_size"
-        )
-    f = s // size
-    return masks.reshape(masks.shape[0], size, f, size, f).mean(axis=(2, 4))
-
-
-def dhpe_loss(
-    *,
-    out: dhpe.DHPEOutput,
-    batch: Mapping[str, jax.Array],
-    hand: mano.HandModel,
-    faces: np.ndarray,
-    options: LossOptions,
-    masked_features: jax.Array | None = None,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Eq. 7 over one batch: the weighted sum and every term (unweighted) for logging.
-
-    Args:
-      out: the DHPE's output on ``batch['image']`` (T iterations, S CPM stages).
-      batch: the input pipeline's fields: image [B, S, S, 3], mask [B, S, S],
-        has_mask [B], K [B, 3, 3], joints3d [B, 21, 3], joints2d [B, 21, 2],
-        visible [B, 21], heatmaps [B, 21, hs, hs] (channel-first, as the pipeline gives
-        them). Eq. 8's c is 1.5 x the box of the labelled 3D joints projected with K
-        (not the pipeline's norm_size, which boxes the visible joints only).
-      hand: the hand model (its template and the model-frame mesh for the Laplacian).
-      faces: [F, 3] the hand's faces as a concrete NumPy array (the Laplacian's table).
-      options: weights and switches (:class:`LossOptions`).
-      masked_features: [B, D] f_F(x * s*) for Eq. 2 (None: no feature term).
-    Returns:
-      ``(total, logs)``: logs has each term, 'total', 'shape_gate' (fraction of examples
-      whose Eq. 12 gate is open, times has_mask) and 'render_overflow' (max over the batch).
-    """
-    crop = float(batch["image"].shape[1])
-    visible = batch["visible"]
-    labelled3d = jnp.any(batch["joints3d"] != 0, axis=-1)
-    has_mask = batch["has_mask"].astype(jnp.float32)
-    iters = range(out.params.shape[0]) if options.mesh_iterations == "all" else [-1]
-    masks = None
-    if out.silhouettes is not None:
-        masks = pool_masks(batch["mask"], out.silhouettes.shape[-1])
-
-    # Eq. 8's c from the whole labelled hand, projected: the pipeline's norm_size boxes the
-    # visible joints only, a point when one joint is visible (c = 0 gives NaN).
-    true2d = render.project(batch["joints3d"], dhpe.crop_camera(batch["K"], int(crop)))
-    box = jnp.maximum(losses.box_size(joints2d=true2d, visible=labelled3d), 1.0)
-
-    def mesh_terms(t):
-        terms = {
-            "articulation": losses.articulation_loss(
-                joints3d_pred=out.joints3d[t],
-                joints3d_true=batch["joints3d"],
-                box_size=box,
-                focal=batch["K"][:, 0, 0],
-                visible=labelled3d,
-            )
-        }
-        if options.weight("aligned_articulation") > 0:
-            terms["aligned_articulation"] = losses.aligned_articulation_loss(
-                joints3d_pred=out.joints3d[t],
-                joints3d_true=batch["joints3d"],
-                box_size=box,
-                focal=batch["K"][:, 0, 0],
-                visible=labelled3d,
-            )
-        p = params.MeshParams.from_vector(out.params[t])
-        frame = mano.forward(hand, p.pose, p.shape)  # the model's frame (losses.laplacian_loss)
-        terms["laplacian"] = losses.laplacian_loss(
-            vertices=frame.vertices,
-            template=hand.v_template,
-            faces=faces,
-            mode=options.laplacian_mode,
-        )
-        gate = jnp.ones_like(has_mask)
-        if masks is not None:
-            if not options.constant_shape_weight:
-                gate = losses.shape_weight(
-                    joints2d_pred=out.joints2d_proj[t],
-                    joints2d_true=batch["joints2d"],
-                    visible=visible,
-                    tau=options.tau,
-                )
-            terms["shape"] = losses.shape_loss(
-                silhouettes=out.silhouettes[t], masks=masks, weights=gate * has_mask
-            )
-        if options.weight("pose_prior") > 0 and hand.joint_limits is not None:
-            terms["pose_prior"] = jnp.mean(losses.joint_limit_violation(pose=p.pose, model=hand))
-        if options.weight("projection") > 0:
-            terms["projection"] = losses.joints2d_loss(
-                joints2d_pred=out.joints2d_proj[t],
-                joints2d_true=batch["joints2d"],
-                visible=visible,
-                crop_size=crop,
-            )
-        return terms, jnp.mean(gate * has_mask)
-
-    per_iter = [mesh_terms(t) for t in iters]
-    terms = {k: sum(d[k] for d, _ in per_iter) / len(per_iter) for k in per_iter[0][0]}
-    gate_fraction = per_iter[-1][1]
-    if options.use_2d_losses:
-        terms["heatmap"] = losses.HEATMAP_FORMS[options.heatmap_form](
-            heatmaps=out.heatmaps,
-            targets=jnp.moveaxis(batch["heatmaps"], 1, -1),
-            visible=visible,
-        )
-        if options.weight("keypoints") > 0:
-            terms["keypoints"] = losses.joints2d_loss(
-                joints2d_pred=out.joints2d_cpm,
-                joints2d_true=batch["joints2d"],
-                visible=visible,
-                crop_size=crop,
-            )
-        if masked_features is not None:
-            # Examples without a mask compare their features with themselves (0).
-            target = jnp.where(has_mask[:, None] > 0, masked_features, out.features)
-            terms["feature"] = losses.feature_loss(
-                features=out.features, masked_features=lax.stop_gradient(target)
-            )
-    if options.use_refiner:
-        terms["refiner"] = losses.refiner_loss(
-            joints2d_iters=out.joints2d,
-            joints2d_true=batch["joints2d"],
-            visible=visible,
-            crop_size=crop,
-        )
-    total, logs = losses.total_loss(terms=terms, weights=dict(options.weights))
-    logs["shape_gate"] = gate_fraction
-    logs["render_overflow"] = jnp.max(out.overflow).astype(jnp.float32)
-    return total, logs
 
 
 # ---------------------------------------------------------------------------
@@ -324,8 +133,7 @@ def _init_fn(config_json: str):
     """The jitted initialiser of a config's DHPE (cached: tests and resumes reuse it)."""
     config = ml_collections.ConfigDict(json.loads(config_json))
     hand = mano.get_model(config.hand.model_path, config.hand.side)
-    model = dhpe.from_config(config).clone(render_size=0)  # the renderer has no weights
-    return jax.jit(lambda key: dhpe.init(model, key, hand))
+    return jax.jit(lambda key: dhpe.init(dhpe.from_config(config), key, hand))
 
 
 # ---------------------------------------------------------------------------
@@ -333,42 +141,54 @@ def _init_fn(config_json: str):
 
 
 def _forward(model, variables, batch, hand, *, train, masked_pass, key=None):
-    """The DHPE on the batch and, for Eq. 2, f_F of the masked images."""
+    """The DHPE on the batch: ``(out, batch_stats updates, silhouettes, masked_features)``.
+
+    silhouettes: ``DHPE.silhouettes`` of its meshes (None at ``render_size`` 0);
+    masked_features: f_F of the masked crops for Eq. 2 (None without ``masked_pass``).
+    """
     kw = dict(mutable=["batch_stats"]) if train else {}
     rngs = {"dropout": key} if key is not None else None
     result = model.apply(variables, batch["image"], batch["K"], hand, train=train, rngs=rngs, **kw)
     out, updates = result if train else (result, None)
+    silhouettes = model.silhouettes(out.vertices, batch["K"], hand) if model.render_size else None
     masked = None
     if masked_pass:
         images = batch["image"] * batch["mask"][..., None]
         masked = model.apply(variables, images, train=train, method=dhpe.DHPE.features, **kw)
         masked = masked[0] if train else masked
-    return out, updates, masked
+    return out, updates, silhouettes, masked
 
 
-def _augmented(state, batch, key, *, model, hand, config: augment.AugmentConfig):
-    """The batch followed by ``per_seed`` examples made from each example's predicted hand.
+def _generated(variables, images, K, key, *, model, hand, config, backgrounds=None):
+    """Sec. 3.5's examples (``augment.Augmented``) made from the current network's hands.
 
-    Sec. 3.5: the seeds are the current network's last-iteration hands (eval mode, no
-    gradient), re-rendered by :func:`handfit.augment.generate` with new shapes and
-    rotations, textured from their own crops.
+    The seeds are the DHPE's last-iteration hands on ``images [B, S, S, 3]`` with ``K [B,
+    3, 3]`` (eval mode, no gradient), re-rendered by :func:`handfit.augment.generate` with
+    new shapes and rotations, textured from their own crops.
     """
-    batch = dict(batch)
-    bgs = batch.pop("backgrounds", None)
-    seeder = model.clone(render_size=0)  # the seeds' silhouettes are not needed
-    out = seeder.apply(state.variables, batch["image"], batch["K"], hand, train=False)
+    out = model.apply(variables, images, K, hand, train=False)
     seeds = params.MeshParams.from_vector(lax.stop_gradient(out.params[-1]))
-    size = batch["image"].shape[1]
-    generated = augment.generate(
+    return augment.generate(
         seeds,
-        batch["image"],
-        batch["K"],
+        images,
+        K,
         key=key,
         model=hand,
         config=config,
-        backgrounds=bgs,
-        base_translation=dhpe.base_translation(batch["K"], size),
+        backgrounds=backgrounds,
+        base_translation=dhpe.base_translation(K, images.shape[1]),
     )
+
+
+def _augmented(state, batch, key, *, model, hand, config: augment.AugmentConfig):
+    """The batch followed by ``per_seed`` examples made from each example's predicted hand
+    (:func:`_generated`; with the batch's 'backgrounds' when it has them)."""
+    batch = dict(batch)
+    backgrounds = batch.pop("backgrounds", None)
+    generated = _generated(
+        state.variables, batch["image"], batch["K"], key, model=model, hand=hand,
+        config=config, backgrounds=backgrounds,
+    )  # fmt: skip
     return augment.extend(batch, generated.batch)
 
 
@@ -389,12 +209,13 @@ def _train_step(
 
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
-        out, updates, masked = _forward(
+        out, updates, silhouettes, masked = _forward(
             model, variables, batch, hand, train=True, masked_pass=masked_pass, key=key
         )
-        total, logs = dhpe_loss(
-            out=out, batch=batch, hand=hand, faces=faces, options=options, masked_features=masked
-        )
+        total, logs = objective.dhpe_loss(
+            out=out, batch=batch, hand=hand, faces=faces, options=options,
+            silhouettes=silhouettes, masked_features=masked,
+        )  # fmt: skip
         return total, (logs, updates["batch_stats"])
 
     # Differentiate with respect to this device's (varying) copy of the weights: the gradient
@@ -429,18 +250,19 @@ def module_grad_norms(grads: Mapping[str, Any]) -> dict[str, jax.Array]:
 
 def _eval_step(state, batch, *, model, hand, faces, options, masked_pass):
     """Validation losses (eval-mode BatchNorm) on this device's slice, ``pmean``-ed."""
-    out, _, masked = _forward(
+    out, _, silhouettes, masked = _forward(
         model, state.variables, batch, hand, train=False, masked_pass=masked_pass
     )
-    _, logs = dhpe_loss(
-        out=out, batch=batch, hand=hand, faces=faces, options=options, masked_features=masked
-    )
+    _, logs = objective.dhpe_loss(
+        out=out, batch=batch, hand=hand, faces=faces, options=options,
+        silhouettes=silhouettes, masked_features=masked,
+    )  # fmt: skip
     return lax.pmean(logs, AXIS)
 
 
 def _parts(config: ml_collections.ConfigDict, hand: mano.HandModel):
     """The model (BatchNorm synced over 'data'), loss options, faces and the Eq. 2 switch."""
-    options = LossOptions.from_config(config)
+    options = objective.LossOptions.from_config(config)
     masked_pass = options.use_2d_losses and options.weight("feature") > 0
     model = dhpe.from_config(config, bn_axis_name=AXIS)
     return model, options, np.asarray(hand.faces), masked_pass
@@ -455,7 +277,8 @@ def make_train_step(
 ):
     """``step(state, batch) -> (state, metrics)``: jitted, sharded over ``mesh``, state donated.
 
-    ``batch`` holds :data:`BATCH_KEYS` as global arrays of the full batch (split over the
+    ``batch`` holds ``pipeline.BATCH_KEYS`` (and 'backgrounds' [B * per_seed, S, S, 3]
+    when ``augment.background_dir`` is set) as global arrays of the full batch (split over the
     mesh's 'data' axis); ``metrics`` are scalars averaged over the devices. ``augmented``:
     each device's slice is extended by ``config.augment.per_seed`` generated examples per
     example before the loss (:func:`_augmented`).
@@ -550,91 +373,43 @@ def check_finite(metrics: Mapping[str, Any], step: int, last_checkpoint: str | N
 
 
 def _global_batch(batch: Mapping[str, np.ndarray], sharding: NamedSharding) -> dict:
-    keys = [k for k in (*BATCH_KEYS, "backgrounds") if k in batch]
+    keys = [k for k in (*pipeline.BATCH_KEYS, "backgrounds") if k in batch]
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k])) for k in keys}
 
 
-def _host_backgrounds(config: ml_collections.ConfigDict, step: int, generator) -> np.ndarray:
-    """This process's augmentation backgrounds of ``step`` from ``augment.background_dir``.
+def _with_backgrounds(config: ml_collections.ConfigDict, step: int, batch: Mapping, generator):
+    """``batch`` with this process's augmentation 'backgrounds' of ``step`` drawn from
+    ``generator`` (``augment.background_dir``'s images; None: ``batch`` as it is, the step
+    draws procedural ones).
 
     Drawn from a generator seeded by (seed, step, process), so a resumed run draws the same.
     """
+    if generator is None:
+        return batch
     local = config.train.batch_size // jax.process_count() * int(config.augment.per_seed)
     rng = np.random.default_rng([int(config.seed), step, jax.process_index()])
-    return backgrounds.draw(generator, rng, local, int(config.data.image_size))
+    drawn = backgrounds.draw(generator, rng, local, int(config.data.image_size))
+    return batch | {"backgrounds": drawn}
 
 
-def write_augment_preview(
-    config: ml_collections.ConfigDict, state: TrainState, batch: Mapping, path: str, step: int
+def _write_augment_preview(
+    config: ml_collections.ConfigDict, state: TrainState, batch: Mapping, workdir: str, step: int
 ) -> None:
-    """A grid PNG of generated examples (Sec. 3.5) from the first real examples of ``batch``.
-
-    Row 1: the seed crops; rows below: their ``per_seed`` generated examples with the
-    rendered mask's outline and the 2D joints.
-    """
-    hand = mano.get_model(config.hand.model_path, config.hand.side)
+    """``<workdir>/augment/preview_<step>.png``: examples the current network's hands make
+    from the first (up to 4) examples of ``batch`` (``viz.augment_preview_png``)."""
     n = min(4, len(batch["image"]))
-    local = {k: jnp.asarray(np.asarray(batch[k])[:n]) for k in BATCH_KEYS}
-    model = dhpe.from_config(config).clone(render_size=0)
-    out = model.apply(state.variables, local["image"], local["K"], hand, train=False)
-    seeds = params.MeshParams.from_vector(out.params[-1])
-    size = int(config.data.image_size)
-    generated = augment.generate(
-        seeds,
-        local["image"],
-        local["K"],
-        key=jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), step),
-        model=hand,
+    images, K = (jnp.asarray(np.asarray(batch[k])[:n]) for k in ("image", "K"))
+    generated = _generated(
+        state.variables,
+        images,
+        K,
+        jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), step),
+        model=dhpe.from_config(config),
+        hand=mano.get_model(config.hand.model_path, config.hand.side),
         config=augment.AugmentConfig.from_config(config.augment, config.data),
-        base_translation=dhpe.base_translation(local["K"], size),
-    ).batch
-    k = int(config.augment.per_seed)
-    images = np.asarray(generated["image"]).reshape(n, k, size, size, 3)
-    masks = np.asarray(generated["mask"]).reshape(n, k, size, size)
-    joints = np.asarray(generated["joints2d"]).reshape(n, k, -1, 2)
-    tiles = [np.asarray(local["image"])]
-    for j in range(k):
-        tile = images[:, j].copy()
-        edge = (masks[:, j] > 0) & ~(
-            (np.roll(masks[:, j], 1, 1) > 0) & (np.roll(masks[:, j], 1, 2) > 0)
-        )
-        tile[edge] = (0.0, 1.0, 0.0)
-        for b in range(n):
-            cols, rows = np.clip(joints[b, j].astype(int).T, 0, size - 1)
-            tile[b, rows, cols] = (1.0, 0.0, 0.0)
-        tiles.append(tile)
-    grid = np.concatenate([np.concatenate(list(row), 1) for row in tiles], 0)
-    from PIL import Image
-
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    Image.fromarray((np.clip(grid, 0, 1) * 255).astype(np.uint8)).save(path)
-
-
-def _input_state_path(workdir: str, step: int) -> str:
-    return os.path.join(workdir, "input_state", f"{step}.p{jax.process_index()}.json")
-
-
-def _save_input_state(workdir: str, step: int, state: dict) -> None:
-    path = _input_state_path(workdir, step)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(state, f)
-    os.replace(path + ".tmp", path)
-
-
-def _load_input_state(workdir: str, step: int) -> dict:
-    path = _input_state_path(workdir, step)
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{path} is missing: the checkpoint of step {step} has no input-pipeline position, "
-            f"so the run cannot resume exactly; delete {checkpoint.directory(workdir)} to "
-            f"start over"
-        )
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except ValueError as e:
-        raise ValueError(f"{path} is not valid JSON ({e})") from e
+    )
+    path = os.path.join(workdir, "augment", f"preview_{step:07d}.png")
+    viz.augment_preview_png(path, np.asarray(images), jax.device_get(generated.batch))
 
 
 def _logged_step(line: str) -> float:
@@ -716,6 +491,143 @@ def _check_batch(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
         )
 
 
+class _Steps(NamedTuple):
+    """A run's compiled steps and its augmentation backgrounds."""
+
+    train: Callable  # compiled_steps
+    eval: Callable  # compiled_steps (validation losses)
+    augmented: Callable | None  # augmented_step after augment.start_step; None: off
+    backgrounds: Iterator | None  # augment.background_dir's images; None: procedural
+
+
+def _steps(config: ml_collections.ConfigDict, mesh: Mesh) -> _Steps:
+    train_step, eval_step = compiled_steps(config, mesh)
+    aug = config.augment
+    return _Steps(
+        train=train_step,
+        eval=eval_step,
+        augmented=augmented_step(config, mesh) if aug.enabled else None,
+        backgrounds=backgrounds.source(aug.background_dir) if aug.background_dir else None,
+    )
+
+
+def _training_batches(config: ml_collections.ConfigDict, source) -> Iterator:
+    """This process's shard of ``source``: shuffled, augmented batches, repeated forever
+    (grain's iterator: ``get_state``/``set_state`` give its position)."""
+    data = pipeline.dataset(
+        source,
+        batch_size=config.train.batch_size // jax.process_count(),
+        train=True,
+        seed=config.seed,
+        shard_index=jax.process_index(),
+        shard_count=jax.process_count(),
+        workers=config.data.workers,
+        **pipeline.options(config.data),
+    )
+    return iter(data)
+
+
+def _restore_or_create(
+    config: ml_collections.ConfigDict, mesh: Mesh, workdir: str, mngr, batches
+) -> tuple[TrainState, int]:
+    """``(state, step)`` of the newest checkpoint that restores, with ``batches`` moved to
+    its input position; the fresh state (:func:`create_state`) and 0 when there is none."""
+    state = create_state(config, mesh)
+    restored, start = checkpoint.restore_state(
+        mngr, state, also=lambda step: batches.set_state(checkpoint.load_input_state(workdir, step))
+    )
+    if restored is None:
+        return state, 0
+    if jax.process_index() == 0:
+        done = " = config.train.steps: nothing to train" if start == config.train.steps else ""
+        print(f"resumed from {checkpoint.directory(workdir)} at step {start}{done}")
+    return restored, start
+
+
+def _record_config(config: ml_collections.ConfigDict, workdir: str, start: int) -> None:
+    """Writes ``<workdir>/config.json`` (``config_check.record``), printing what a resume
+    changed."""
+    for path, (old, new) in config_check.record(config, workdir, start).items():
+        if start:
+            print(f"config changed since step {start}: {path} {old!r} -> {new!r}")
+
+
+def _save(workdir: str, mngr, step: int, state: TrainState, batches) -> str:
+    """Checkpoint ``step``: the input position first, then the state (host copies: the next
+    step donates the device buffers). Returns the checkpoint's folder."""
+    checkpoint.save_input_state(workdir, step, batches.get_state())
+    host = jax.device_get(state)
+    checkpoint.save(mngr, step, host, host.variables)
+    return checkpoint.step_directory(workdir, step)
+
+
+def _every(step: int, period: int) -> bool:
+    """Whether ``step`` is a multiple of ``period`` (never for a period of 0)."""
+    return bool(period) and step % period == 0
+
+
+class _Monitor:
+    """The host's view of the run: the progress bar, metrics.jsonl and TensorBoard.
+
+    Each step's metrics are read one step late (:meth:`add`), so the host does not wait
+    for the device. Reading checks them (:func:`check_finite`, naming
+    ``last_checkpoint``) and logs them every ``train.log_every`` steps and at the last
+    step, with the learning rate and the steps per second.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str, start: int, enabled: bool):
+        from tqdm import tqdm
+
+        self.total = int(config.train.steps)
+        self.log_every = max(int(config.train.log_every), 1)
+        self.schedule = learning_rate_schedule(config)
+        self.logger = _Logger(workdir, start, enabled)
+        self.bar = tqdm(
+            total=self.total,
+            initial=start,
+            disable=not (config.train.progress and enabled),
+            unit="step",
+            dynamic_ncols=True,
+        )
+        # The newest checkpoint known to hold finite values (restored or saved by this run).
+        self.last_checkpoint = checkpoint.step_directory(workdir, start) if start else None
+        self.pending = None  # (step, metrics still on the device)
+        self.tick, self.tick_step = time.perf_counter(), start
+
+    def add(self, step: int, metrics: Mapping[str, jax.Array]) -> None:
+        """Takes ``step``'s metrics and reads the previous step's."""
+        self.flush()
+        self.pending = (step, metrics)
+        self.bar.update(1)
+
+    def flush(self) -> None:
+        """Reads the pending metrics: raises :class:`NonFiniteLossError`, logs them when due."""
+        if self.pending is None:
+            return
+        (step, metrics), self.pending = self.pending, None
+        metrics = jax.device_get(metrics)
+        check_finite(metrics, step, self.last_checkpoint)
+        if step % self.log_every and step != self.total:
+            return
+        now = time.perf_counter()
+        rate = (step - self.tick_step) / max(now - self.tick, 1e-9)
+        self.tick, self.tick_step = now, step
+        rates = {"learning_rate": self.schedule(step - 1), "steps_per_s": rate}
+        self.logger.write(step, dict(metrics) | rates)
+        losses_now = {k: f"{float(metrics[k]):.3g}" for k in LOSS_TERMS if k in metrics}
+        self.bar.set_postfix(losses_now, refresh=False)
+
+    def validation(self, step: int, values: Mapping[str, float]) -> None:
+        """Logs ``step``'s validation losses and prints their total."""
+        self.logger.write(step, values)
+        if self.logger.enabled:
+            self.bar.write(f"step {step}: validation loss {values.get('val/total', math.nan):.4g}")
+
+    def close(self) -> None:
+        self.bar.close()
+        self.logger.close()
+
+
 def train(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -746,120 +658,42 @@ def train(
     if main_process:
         platform = jax.devices()[0].platform
         print(f"hand model: {hand.name}; devices: {mesh.devices.size} ({platform})")
-    train_step, eval_step = compiled_steps(config, mesh)
-    aug = config.augment
-    aug_step = augmented_step(config, mesh) if aug.enabled else None
-    aug_backgrounds = backgrounds.source(aug.background_dir) if aug.background_dir else None
-
-    state = create_state(config, mesh)
+    steps = _steps(config, mesh)
     mngr = checkpoint.manager(workdir, max_to_keep=config.train.max_to_keep)
-    data = pipeline.dataset(
-        train_source,
-        batch_size=config.train.batch_size // jax.process_count(),
-        train=True,
-        seed=config.seed,
-        shard_index=jax.process_index(),
-        shard_count=jax.process_count(),
-        workers=config.data.workers,
-        **pipeline.options(config.data),
-    )
-    batches: Iterator = iter(data)
-    restored, start = checkpoint.restore_state(
-        mngr, state, also=lambda step: batches.set_state(_load_input_state(workdir, step))
-    )
+    batches = _training_batches(config, train_source)
+    state, start = _restore_or_create(config, mesh, workdir, mngr, batches)
     total = int(config.train.steps)  # >= start: config_check.check_resume
-    last_checkpoint = None
-    if restored is not None:
-        state = restored
-        last_checkpoint = os.path.join(checkpoint.directory(workdir), str(start))
-        if main_process:
-            done = " = config.train.steps: nothing to train" if start == total else ""
-            print(f"resumed from {checkpoint.directory(workdir)} at step {start}{done}")
     if main_process and start < total:
-        for path, (old, new) in config_check.record(config, workdir, start).items():
-            if start:
-                print(f"config changed since step {start}: {path} {old!r} -> {new!r}")
-    log_every = max(int(config.train.log_every), 1)
-    logger = _Logger(workdir, start, main_process)
-    schedule = learning_rate_schedule(config)
+        _record_config(config, workdir, start)
+    monitor = _Monitor(config, workdir, start, main_process)
     sharding = NamedSharding(mesh, P(AXIS))
-    from tqdm import tqdm
-
-    bar = tqdm(
-        total=total,
-        initial=start,
-        disable=not (config.train.progress and main_process),
-        unit="step",
-        dynamic_ncols=True,
-    )
-
-    def save(step):
-        nonlocal last_checkpoint
-        _save_input_state(workdir, step, batches.get_state())
-        host = jax.device_get(state)  # the next step donates the device buffers
-        checkpoint.save(mngr, step, host, host.variables)
-        last_checkpoint = os.path.join(checkpoint.directory(workdir), str(step))
-
-    pending = None  # (step, metrics) of the previous step, read after the next is dispatched
-    tick, tick_step = time.perf_counter(), start
-
-    def finish(step_metrics):
-        nonlocal tick, tick_step
-        step, metrics = step_metrics
-        metrics = jax.device_get(metrics)
-        check_finite(metrics, step, last_checkpoint)
-        if step % log_every == 0 or step == total:
-            now = time.perf_counter()
-            rate = (step - tick_step) / max(now - tick, 1e-9)
-            tick, tick_step = now, step
-            values = dict(metrics) | {"learning_rate": schedule(step - 1), "steps_per_s": rate}
-            logger.write(step, values)
-            bar.set_postfix(
-                {k: f"{float(metrics[k]):.3g}" for k in LOSS_TERMS if k in metrics}, refresh=False
-            )
-
     try:
         for step in range(start + 1, total + 1):
+            augmenting = steps.augmented is not None and step > config.augment.start_step
             host_batch = next(batches)
-            step_fn = train_step
-            if aug_step is not None and step > aug.start_step:
-                step_fn = aug_step
-                if aug_backgrounds is not None:
-                    host_batch = host_batch | {
-                        "backgrounds": _host_backgrounds(config, step, aug_backgrounds)
-                    }
-                if main_process and aug.preview_every and step % aug.preview_every == 0:
-                    path = os.path.join(workdir, "augment", f"preview_{step:07d}.png")
-                    write_augment_preview(config, state, host_batch, path, step)
-            batch = _global_batch(host_batch, sharding)
-            state, metrics = step_fn(state, batch)
-            if pending is not None:
-                finish(pending)
-            pending = (step, metrics)
-            bar.update(1)
-            ckpt = step % config.train.checkpoint_every == 0 or step == total
-            val = test_source is not None and config.train.eval_every
-            val = val and step % config.train.eval_every == 0
-            if ckpt or val:
-                finish(pending)
-                pending = None
-            if ckpt:
-                save(step)
-            if val:
-                values = validation_losses(config, state, test_source, eval_step, mesh)
-                logger.write(step, values)
-                if main_process:
-                    loss = values.get("val/total", math.nan)
-                    bar.write(f"step {step}: validation loss {loss:.4g}")
-            if ckpt:
-                logger.curves(f"{workdir}: hand model {hand.name}, step {step}")
-        if pending is not None:
-            finish(pending)
+            if augmenting:
+                host_batch = _with_backgrounds(config, step, host_batch, steps.backgrounds)
+                if main_process and _every(step, config.augment.preview_every):
+                    _write_augment_preview(config, state, host_batch, workdir, step)
+            step_fn = steps.augmented if augmenting else steps.train
+            state, metrics = step_fn(state, _global_batch(host_batch, sharding))
+            monitor.add(step, metrics)
+            checkpointing = _every(step, config.train.checkpoint_every) or step == total
+            validating = test_source is not None and _every(step, config.train.eval_every)
+            if checkpointing or validating:
+                monitor.flush()  # a non-finite step stops the run before anything is saved
+            if checkpointing:
+                monitor.last_checkpoint = _save(workdir, mngr, step, state, batches)
+            if validating:
+                losses_val = validation_losses(config, state, test_source, steps.eval, mesh)
+                monitor.validation(step, losses_val)
+            if checkpointing:
+                monitor.logger.curves(f"{workdir}: hand model {hand.name}, step {step}")
+        monitor.flush()
     finally:
-        bar.close()
+        monitor.close()
         checkpoint.wait(mngr)
         mngr.close()
-        logger.close()
     return state
 
 
@@ -894,26 +728,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         initialize_distributed()
     os.makedirs(workdir, exist_ok=True)
     builders.prepare_config(config)
-    train_sources = [builders.config_source(config, n, train=True) for n in config.data.train]
     test = config.data.test[0] if config.data.test else None
     test_source = builders.config_source(config, test, train=False) if test else None
-    return train(config, workdir, _concat(train_sources), test_source)
-
-
-class _Concat:
-    """Random access over several sources, one after the other (the training mix)."""
-
-    def __init__(self, sources):
-        self.sources = list(sources)
-        self.offsets = np.cumsum([0] + [len(s) for s in self.sources])
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def __getitem__(self, index: int):
-        i = int(np.searchsorted(self.offsets, index, side="right")) - 1
-        return self.sources[i][index - int(self.offsets[i])]
-
-
-def _concat(sources):
-    return sources[0] if len(sources) == 1 else _Concat(sources)
+    return train(config, workdir, builders.training_source(config), test_source)

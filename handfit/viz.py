@@ -262,3 +262,41 @@ def overlay_png(
     fig.tight_layout()
     fig.savefig(os.fspath(path), dpi=100)
     plt.close(fig)
+
+
+def augment_preview_png(
+    path: str | os.PathLike, seeds: np.ndarray, generated: Mapping[str, np.ndarray]
+) -> None:
+    """A grid of Sec. 3.5's generated examples under their seed crops, pixel for pixel.
+
+    Row 1: the seed crops ``seeds [n, S, S, 3]`` in [0, 1]; row j + 1: the j-th example
+    generated from each (``augment.Augmented.batch``: image [n * k, S, S, 3], mask
+    [n * k, S, S], joints2d [n * k, 21, 2], example ``b * k + j`` from seed ``b``) with the
+    mask's outline (green) and the 2D joints (red pixels).
+    """
+    from PIL import Image
+
+    n, size = len(seeds), seeds.shape[1]
+    k, extra = divmod(len(generated["image"]), n)
+    if extra:
+        raise ValueError(
+            f"augment_preview_png: {len(generated['image'])} generated examples for {n} seeds; "
+            f"expected the same number from each"
+        )
+    images = np.asarray(generated["image"]).reshape(n, k, size, size, 3)
+    masks = np.asarray(generated["mask"]).reshape(n, k, size, size)
+    joints = np.asarray(generated["joints2d"]).reshape(n, k, -1, 2)
+    tiles = [np.asarray(seeds)]
+    for j in range(k):
+        tile = images[:, j].copy()
+        edge = (masks[:, j] > 0) & ~(
+            (np.roll(masks[:, j], 1, 1) > 0) & (np.roll(masks[:, j], 1, 2) > 0)
+        )
+        tile[edge] = (0.0, 1.0, 0.0)
+        for b in range(n):
+            cols, rows = np.clip(joints[b, j].astype(int).T, 0, size - 1)
+            tile[b, rows, cols] = (1.0, 0.0, 0.0)
+        tiles.append(tile)
+    grid = np.concatenate([np.concatenate(list(row), 1) for row in tiles], 0)
+    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+    Image.fromarray((np.clip(grid, 0, 1) * 255).astype(np.uint8)).save(os.fspath(path))

@@ -83,7 +83,7 @@ def test_batch_matches_the_input_pipeline(generated, K, seeds, hand, config):
     }
     real = pipeline.process(record, None, image_size=S, heatmap_size=HS)
     n = B * config.per_seed
-    assert set(out.batch) == set(real) == set(augment.BATCH_KEYS)
+    assert set(out.batch) == set(real) == set(pipeline.BATCH_KEYS)
     for name, value in real.items():
         got = out.batch[name]
         assert got.shape == (n,) + np.shape(value), name
@@ -144,7 +144,7 @@ def test_joints_lie_on_the_rendered_hand(generated, hand, K, config):
 def test_mask_is_the_rendered_alpha_thresholded(generated, hand, K, config, backgrounds):
     out = generated[0]
     verts = mesh(out.params, hand).vertices
-    camera = augment.crop_camera(jnp.repeat(K, config.per_seed, 0), S)
+    camera = render.crop_camera(jnp.repeat(K, config.per_seed, 0), S)
     shaded = render.shade(verts, hand.faces, out.colors, camera, ambient=0.8, diffuse=0.2)
     alpha = np.asarray(shaded.alpha)
     np.testing.assert_allclose(out.alpha, alpha, atol=1e-5)
@@ -222,7 +222,7 @@ def test_vertex_colours_are_read_at_visible_projections(hand, K, seeds):
     image = np.where((np.arange(S) < S // 2)[None, :, None], red, blue).astype(np.float32)
     images = jnp.asarray(np.broadcast_to(image, (B, S, S, 3)))
     verts = mesh(seeds, hand).vertices
-    camera = augment.crop_camera(K, S)
+    camera = render.crop_camera(K, S)
     colors, visible = augment.vertex_colors(
         verts, hand.faces, hand.v_template, images, camera, tolerance=0.01
     )

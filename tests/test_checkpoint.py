@@ -85,15 +85,31 @@ def test_damaged_newest_checkpoint_is_set_aside_and_the_previous_one_restored(
 
 def test_a_failing_companion_restore_counts_as_damage(tmp_path, caplog):
     zeros = _two_checkpoints(tmp_path)
+    for step in (2, 4):
+        checkpoint.save_input_state(tmp_path, step, {"last_seen_indices": {"0": step}})
+    path = checkpoint.input_state_path(tmp_path, 4)
+    with open(path, "w") as f:
+        f.write('{"last_seen_indices": ')  # cut short by a kill
+    positions = []
 
     def input_position(step):
-        if step == 4:
-            raise ValueError("input_state/4.p0.json is not valid JSON")
+        positions.append(checkpoint.load_input_state(tmp_path, step))
 
     mngr = checkpoint.manager(tmp_path)
     _, step = checkpoint.restore_state(mngr, zeros, also=input_position)
     mngr.close()
-    assert step == 2 and "input_state/4.p0.json is not valid JSON" in caplog.text
+    assert step == 2 and positions == [{"last_seen_indices": {"0": 2}}]
+    assert f"{path} is not valid JSON" in caplog.text
+
+
+def test_a_missing_input_state_names_its_file_and_how_to_start_over(tmp_path):
+    checkpoint.save_input_state(tmp_path, 2, {"position": 8})
+    assert os.listdir(tmp_path / "input_state") == ["2.p0.json"]  # no temporary file left
+    with pytest.raises(FileNotFoundError) as info:
+        checkpoint.load_input_state(tmp_path, 4)
+    message = str(info.value)
+    assert checkpoint.input_state_path(tmp_path, 4) in message
+    assert f"delete {checkpoint.directory(tmp_path)} to start over" in message
 
 
 def test_when_no_checkpoint_restores_each_is_named_and_none_moved(tmp_path):

@@ -97,6 +97,13 @@ def test_config_source_reads_the_configs_split(tmp_path):
     assert len(builders.config_source(config, "synthetic", train=False)) == 1
     with pytest.raises(ValueError, match="dexter_object.*no training split"):
         builders.config_source(config, "dexter_object", train=True)
+    # The training mix: the sources of config.data.train one after the other.
+    config.data.train = ("synthetic", "synthetic")
+    mix = builders.training_source(config)
+    one = builders.config_source(config, "synthetic", train=True)
+    assert len(mix) == 4
+    for i in range(4):
+        assert mix[i]["sample_id"] == one[i % 2]["sample_id"]
 
 
 def test_prepare_config_prepares_what_it_can_and_names_every_missing_dataset(tmp_path):

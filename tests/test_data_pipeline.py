@@ -70,6 +70,22 @@ def test_crop_keeps_k_joints_image_and_mask_consistent(side, augment):
     assert not out["visible"][3] and np.all(out["joints2d"][3] == 0)
 
 
+@pytest.mark.parametrize(
+    "side, left", [(np.int64(0), True), (np.int64(1), False), ("left", True), (b"right", False)]
+)
+def test_side_is_the_builders_class_index_or_its_name(side, left):
+    """TFDS gives the ClassLabel's index (numpy int64); plain dicts may name the side."""
+    out = pipeline.process(make_record(2, side=side), None, image_size=64, heatmap_size=8)
+    assert bool(out["mirrored"]) == left
+
+
+@pytest.mark.parametrize("side", [2, "Left", 0.5])
+def test_an_unknown_side_is_named(side):
+    record = make_record(2) | {"side": side, "sample_id": "rhd/7"}
+    with pytest.raises(ValueError, match=r"rhd/7: side=.*expected one of \('left', 'right'\)"):
+        pipeline.process(record, None, image_size=64, heatmap_size=8)
+
+
 def test_mirror_flips_x_and_keeps_depth():
     record = make_record(2, side=0)
     out = pipeline.process(record, None, image_size=64, heatmap_size=8)

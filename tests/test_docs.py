@@ -30,7 +30,7 @@ MARKDOWN = [os.path.join(ROOT, "README.md"), *DOCS]
 MODULES = {
     **{m: f"handfit.{m}" for m in (
         "augment", "checkpoint", "evaluate", "geometry", "losses", "mano", "metrics",
-        "params", "refine", "render", "safe_pickle", "skeleton", "train", "viz")},
+        "objective", "params", "refine", "render", "safe_pickle", "skeleton", "train", "viz")},
     **{m: f"handfit.models.{m}" for m in ("cpm", "dhpe", "heads", "resnet")},
     **{m: f"handfit.data.{m}" for m in (
         "backgrounds", "builders", "dexter_object", "example", "freihand", "pipeline", "rhd",

@@ -11,7 +11,7 @@ import pytest
 import reference_scorers as ref
 
 from configs import default
-from handfit import checkpoint, config_check, evaluate, mano, metrics, params, render
+from handfit import checkpoint, config_check, evaluate, mano, metrics, params, refine, render
 from handfit.data import builders, dexter_object, pipeline
 from handfit.models import dhpe
 
@@ -148,7 +148,7 @@ def test_baseline_agrees_with_direct_computation(setup, dataset):
         ev3d.add(base, gt, visible)
     direct = ev3d.result()
     ev2d = metrics.PoseEval2D()
-    camera = dhpe.crop_camera(batch["K"], config.data.image_size)
+    camera = render.crop_camera(batch["K"], config.data.image_size)
     ev2d.add(np.asarray(render.project(base, camera)), batch["joints2d"], visible)
     # 2D in the dataset image's pixels (hand3d's eval2d.py): the prediction in the dataset's
     # camera frame (the pipeline only mirrors at evaluation), projected with the image's K.
@@ -331,7 +331,7 @@ def test_refinement_starts_from_the_network_mesh():
     np.testing.assert_allclose(got.joints, want.joints, atol=1e-6)
 
 
-def test_refine_hooks_give_f_r_the_dhpe_parameters(setup):
+def test_dhpe_hooks_give_f_r_the_dhpe_parameters(setup):
     """The hook takes refine's placement and gives f_R p(t) as the DHPE placed it."""
     config, runs, _, _ = setup
     model = dhpe.from_config(config)
@@ -344,7 +344,7 @@ def test_refine_hooks_give_f_r_the_dhpe_parameters(setup):
     p = 0.1 * jax.random.normal(jax.random.key(5), (2, params.NUM_PARAMS))
     joints3d = dhpe.place(p, HAND, K, 32.0).joints
     joints2d = jax.random.uniform(jax.random.key(6), (2, 21, 2)) * 32
-    hooks = dhpe.refine_hooks(model, variables, images, K)
+    hooks = refine.dhpe_hooks(model, variables, images, K)
     features = model.apply(variables, images, train=False, method=dhpe.DHPE.features)
     np.testing.assert_allclose(hooks.features(images), features, atol=1e-6)
     want = model.apply(variables, p, features, joints3d, joints2d, method=dhpe.DHPE.refine_joints2d)

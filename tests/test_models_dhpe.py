@@ -40,16 +40,43 @@ def run():
     return model, variables, images, K, out
 
 
-def test_shapes(run):
+@pytest.fixture(scope="module")
+def rendered(run):
+    model, _, _, K, out = run
+    return jax.jit(lambda v, k: model.silhouettes(v, k, HAND))(out.vertices, K)
+
+
+def test_shapes(run, rendered):
     _, _, _, _, out = run
     t, b, v = 3, 2, HAND.num_vertices
     assert out.params.shape == (t, b, 63)
     assert out.vertices.shape == (t, b, v, 3)
     assert out.joints3d.shape == out.joints2d_proj.shape[:3] + (3,) == (t, b, 21, 3)
     assert out.joints2d.shape == (t, b, 21, 2) and out.joints2d_cpm.shape == (b, 21, 2)
-    assert out.silhouettes.shape == (t, b, 32, 32)
     assert out.heatmaps.shape == (2, b, 32, 32, 21)
-    assert int(out.overflow.sum()) == 0
+    assert rendered.silhouette.shape == (t, b, 32, 32)
+    assert rendered.overflow.shape == (t, b) and int(rendered.overflow.sum()) == 0
+
+
+def test_silhouettes_render_each_iterations_mesh_with_its_crops_camera(run, rendered):
+    _, _, _, K, out = run
+    camera = render.resize(render.crop_camera(K, S), 32)
+    for t in (0, 2):
+        want = render.soft_silhouette(out.vertices[t], HAND.faces, camera, sigma=1.0)
+        np.testing.assert_allclose(rendered.silhouette[t], want.silhouette, atol=1e-5)
+
+
+def test_the_forward_pass_renders_nothing(run, monkeypatch):
+    """Callers that do not need silhouettes (evaluation, augmentation seeds) do not pay."""
+    model, variables, images, K, _ = run
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the forward pass rendered silhouettes")
+
+    monkeypatch.setattr(render, "soft_silhouette", refuse)
+    jax.make_jaxpr(lambda v, x, k: model.apply(v, x, k, HAND, train=False))(variables, images, K)
+    with pytest.raises(ValueError, match="render_size is 0"):
+        model.clone(render_size=0).silhouettes(jnp.zeros((1, 1, 3, 3)), K[:1], HAND)
 
 
 def test_iterations_follow_eqs_5_and_6(run):
@@ -69,7 +96,7 @@ def test_iterations_follow_eqs_5_and_6(run):
     # the mesh of each iteration is that of its parameters, and projected with the crop's K
     m2 = dhpe.place(out.params[2], HAND, K, float(S))
     np.testing.assert_allclose(out.joints3d[2], m2.joints, atol=1e-5)
-    uv = render.project(out.joints3d[2], dhpe.crop_camera(K, S))
+    uv = render.project(out.joints3d[2], render.crop_camera(K, S))
     np.testing.assert_allclose(out.joints2d_proj[2], uv, atol=1e-3)
 
 
@@ -78,15 +105,15 @@ def test_neutral_parameters_frame_the_hand_in_the_crop():
     K = intrinsics(2)
     p0 = params.MeshParams.initial(2, HAND).to_vector()
     joints = dhpe.place(p0, HAND, K, float(S)).joints
-    uv = np.asarray(render.project(joints, dhpe.crop_camera(K, S)))
+    uv = np.asarray(render.project(joints, render.crop_camera(K, S)))
     np.testing.assert_allclose(uv[:, 9], S / 2, atol=1e-3)  # canonical 9: middle MCP
     extent = (uv.max(1) - uv.min(1)).max(-1)
     assert np.all((extent > 0.5 * S) & (extent < 0.9 * S)), extent
 
 
-def test_silhouette_covers_the_projected_hand(run):
+def test_silhouette_covers_the_projected_hand(run, rendered):
     _, _, _, _, out = run
-    sil = np.asarray(out.silhouettes[-1])
+    sil = np.asarray(rendered.silhouette[-1])
     uv = np.asarray(out.joints2d_proj[-1]) * (32 / S)  # render-size pixels
     for b in range(2):
         c, r = uv[b, 9].astype(int)  # the middle MCP lies on the palm
@@ -145,7 +172,7 @@ def test_bad_inputs_are_named(run):
 def test_cpm_joints_are_read_as_the_heatmap_form_says(run, form, beta):
     """Gaussian maps are sharpened by DEFAULT_BETA; logits are read as their own softmax."""
     _, variables, images, K, _ = run
-    model = make().clone(heatmap_form=form, render_size=0)
+    model = make().clone(heatmap_form=form)
     out = model.apply(variables, images, K, HAND, train=False)
     expected = cpm.soft_argmax(out.heatmaps[-1], crop_size=float(S), beta=beta)
     other = cpm.soft_argmax(out.heatmaps[-1], crop_size=float(S), beta=26.0 - beta)

@@ -92,7 +92,7 @@ def test_zero_steps_returns_the_start(main_run, model, camera):
 
 
 def test_new_hooks_of_the_same_function_reuse_the_compiled_loop(main_run, model, camera):
-    # As dhpe.refine_hooks builds per batch: the same function bound to other arrays.
+    # As refine.dhpe_hooks builds per batch: the same function bound to other arrays.
     _, start, evidence, _ = main_run
     cfg = refine.RefineConfig(steps=2, silhouette_weight=0.0)
 

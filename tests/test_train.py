@@ -294,7 +294,7 @@ def test_two_processes_train_and_resume_as_one_process_with_two_devices(
     sharding = NamedSharding(mesh, P("data"))
     for _ in range(config.train.steps):
         halves = [next(s) for s in shards]
-        batch = {k: np.concatenate([h[k] for h in halves]) for k in train.BATCH_KEYS}
+        batch = {k: np.concatenate([h[k] for h in halves]) for k in pipeline.BATCH_KEYS}
         state, _ = step(state, train._global_batch(batch, sharding))
     want = jax.tree.leaves(jax.device_get(state.params))
     with np.load(tmp_path / "params.npz") as saved:

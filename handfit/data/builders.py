@@ -24,7 +24,7 @@ stored as PNG (FreiHAND: its own JPEG bytes, not re-encoded); masks as PNG
 
 Features (all builders): ``image`` uint8 ``[H, W, 3]``, ``K`` float32 ``[3, 3]``,
 ``joints3d`` float32 ``[21, 3]`` (metres, NaN = unlabelled), ``joints2d`` float32
-``[21, 2]``, ``visible`` bool ``[21]``, ``side`` ClassLabel (0 left, 1 right),
+``[21, 2]``, ``visible`` bool ``[21]``, ``side`` ClassLabel (``example.SIDES``: 0 left, 1 right),
 ``joint0`` text ('wrist' or 'palm'), ``sample_id`` text. RHD adds ``mask``;
 FreiHAND adds ``mask`` and ``has_mask`` (False, mask all 0, on 'evaluation'),
 ``mano_pose`` [48], ``mano_shape`` [10], ``mano_uv_root`` [2], ``mano_scale`` [],
@@ -64,7 +64,7 @@ def _common_features(height: int, width: int, jpeg: bool = False) -> dict:
         "joints3d": tfds.features.Tensor(shape=(21, 3), dtype=np.float32),
         "joints2d": tfds.features.Tensor(shape=(21, 2), dtype=np.float32),
         "visible": tfds.features.Tensor(shape=(21,), dtype=np.bool_),
-        "side": tfds.features.ClassLabel(names=[ex.LEFT, ex.RIGHT]),
+        "side": tfds.features.ClassLabel(names=list(ex.SIDES)),
         "joint0": tfds.features.Text(),
         "sample_id": tfds.features.Text(),
     }
@@ -407,3 +407,25 @@ def config_source(config, dataset: str, *, train: bool):
         kind = "training" if train else "test"
         raise ValueError(f"{dataset!r} has no {kind} split; {kind} sets: {sorted(splits)}")
     return data_source(dataset, splits[dataset], config.data.dir, synthetic_spec(config))
+
+
+class _Concat:
+    """Random access over several sources, one after the other."""
+
+    def __init__(self, sources):
+        self.sources = list(sources)
+        self.offsets = np.cumsum([0] + [len(s) for s in self.sources])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: int):
+        i = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return self.sources[i][index - int(self.offsets[i])]
+
+
+def training_source(config):
+    """The training mix: the prepared training splits of ``config.data.train``, one after
+    the other (the input pipeline shuffles them together)."""
+    sources = [config_source(config, name, train=True) for name in config.data.train]
+    return sources[0] if len(sources) == 1 else _Concat(sources)

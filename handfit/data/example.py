@@ -26,6 +26,21 @@ from handfit.errors import UserError
 
 LEFT = "left"
 RIGHT = "right"
+# A record's 'side' (the TFDS builders' ClassLabel): an index into SIDES, 0 left, 1 right.
+SIDES = (LEFT, RIGHT)
+
+
+def is_left(side: Any, where: str = "record") -> bool:
+    """Whether a record's ``side`` is the left hand: an index into :data:`SIDES` or its name.
+
+    Raises ValueError naming ``where`` for anything else (e.g. 2, 'Left').
+    """
+    name = side.decode() if isinstance(side, bytes) else side
+    if not isinstance(name, str) and np.ndim(name) == 0 and name in (0, 1):
+        name = SIDES[int(name)]
+    if isinstance(name, str) and name in SIDES:
+        return name == LEFT
+    raise ValueError(f"{where}: side={side!r}; expected one of {SIDES} or its index 0 or 1")
 
 
 @dataclasses.dataclass

@@ -29,7 +29,22 @@ import grain
 import numpy as np
 from scipy import ndimage
 
+from handfit.data import example
+
 MIRROR = np.diag([-1.0, 1.0, 1.0])
+# The keys of an example (:func:`process`), in its order: the batch schema of training.
+BATCH_KEYS = (
+    "image",
+    "mask",
+    "has_mask",
+    "K",
+    "joints3d",
+    "joints2d",
+    "visible",
+    "heatmaps",
+    "norm_size",
+    "mirrored",
+)
 
 
 def tight_box(joints2d: np.ndarray, visible: np.ndarray, where: str = "example") -> np.ndarray:
@@ -134,7 +149,8 @@ def process(
 ) -> dict[str, np.ndarray]:
     """One dataset record (the TFDS builders' features) to one training/evaluation example.
 
-    With ``rng=None`` nothing is random (evaluation). Returns, S = ``image_size``:
+    A record without ``side`` is a right hand (``example.is_left`` reads it). With
+    ``rng=None`` nothing is random (evaluation). Returns :data:`BATCH_KEYS`, S = ``image_size``:
       image float32 [S, S, 3] in [0, 1]; mask float32 [S, S] in {0, 1}; has_mask bool [];
       K float32 [3, 3] of the crop; joints3d float32 [21, 3] metres (camera frame of the
       crop: mirrored/rotated as the image); joints2d float32 [21, 2] crop pixels;
@@ -148,7 +164,7 @@ def process(
     K = np.asarray(record["K"], np.float64)
     joints3d = np.asarray(record["joints3d"], np.float64)
     visible = np.asarray(record["visible"], bool) & np.isfinite(joints3d).all(-1)
-    mirrored = bool(mirror_left and record.get("side", 1) in (0, "left"))
+    mirrored = mirror_left and example.is_left(record.get("side", example.RIGHT), where)
 
     # The virtual camera and the moved points.
     flip = np.array([[-1.0, 0.0, width], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])

@@ -2,8 +2,9 @@
 
 One call maps hand crops and their intrinsics to, per iteration t = 1..T, the 63
 parameters p(t), the mesh m(p(t)) and its 21 joints in camera space, their
-projection into the crop, the refined 2D joints j2D(t) and the rendered soft
-silhouette R(m(p(t))); plus the CPM's heat maps, j2D(0) and the pooled feature f.
+projection into the crop and the refined 2D joints j2D(t); plus the CPM's heat maps,
+j2D(0) and the pooled feature f. The soft silhouettes R(m(p(t))) are a separate step,
+:meth:`DHPE.silhouettes`, for the callers that need them (the training objective).
 The hand model and the renderer (P of Eq. 1) hold no trainable weights: the hand
 model is an argument of every call, the renderer is ``handfit.render.soft_silhouette``.
 
@@ -53,8 +54,6 @@ class DHPEOutput:
     joints2d_proj: [T, B, 21, 2] pi(J(m(p(t)))) in crop pixels.
     joints2d: [T, B, 21, 2] j2D(1) .. j2D(T), the refiner's joints (crop pixels); equal to
       j2D(0) at every t when the refiner is off.
-    silhouettes: [T, B, R, R] soft silhouettes at ``render_size`` (None when not rendered).
-    overflow: [T, B] int32 renderer overflow (0: nothing dropped; see soft_silhouette).
     """
 
     features: jax.Array
@@ -65,13 +64,6 @@ class DHPEOutput:
     joints3d: jax.Array
     joints2d_proj: jax.Array
     joints2d: jax.Array
-    silhouettes: jax.Array | None
-    overflow: jax.Array
-
-
-def crop_camera(K: jax.Array, size: int) -> rnd.Camera:
-    """The perspective camera ``[B]`` of crops of side ``size`` with intrinsics ``K [B, 3, 3]``."""
-    return rnd.perspective_camera(K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2], size, size)
 
 
 def base_translation(K: jax.Array, crop_size: float, crop_scale: float = 1.5) -> jax.Array:
@@ -102,7 +94,7 @@ class DHPE(nn.Module):
       iterations: T, the steps of Eq. 5 (3 in the paper).
       use_refiner: False drops f_R (ablation): j2D(t) = j2D(0) for every t.
       crop_size: side of the input crops in pixels.
-      render_size: side of the rendered silhouettes (0: do not render).
+      render_size: side of the silhouettes of :meth:`silhouettes` (0: none are rendered).
       sigma: soft silhouette sharpness in pixels² at ``render_size``.
       render_budget: (face, window) pairs per image for the renderer (None: its default).
       soft_argmax: read j2D(0) with the soft arg-max (sub-pixel; else the hard one). Either
@@ -193,19 +185,8 @@ class DHPE(nn.Module):
             out = place(p, hand, K, float(s))
             steps.append((p, out.vertices, out.joints, j2d))
         ps, verts, joints, j2ds = (jnp.stack(x) for x in zip(*steps))
-        camera = crop_camera(K, s)
+        camera = rnd.crop_camera(K, s)
         proj = jax.vmap(lambda j: rnd.project(j, camera))(joints)
-        silhouettes, overflow = None, jnp.zeros((self.iterations, b), jnp.int32)
-        if self.render_size:
-            # One call on all T x B meshes (the renderer is faster on a batch than under vmap).
-            small = rnd.batch_camera(rnd.resize(camera, self.render_size), b)
-            small = jax.tree.map(lambda x: jnp.tile(x, self.iterations), small)
-            sil = rnd.soft_silhouette(
-                verts.reshape((-1,) + verts.shape[2:]), hand.faces, small, sigma=self.sigma,
-                budget=self.render_budget,
-            )  # fmt: skip
-            silhouettes = sil.silhouette.reshape(verts.shape[:2] + sil.silhouette.shape[1:])
-            overflow = sil.overflow.reshape(verts.shape[:2])
         return DHPEOutput(
             features=f,
             heatmaps=heatmaps,
@@ -215,8 +196,30 @@ class DHPE(nn.Module):
             joints3d=joints,
             joints2d_proj=proj,
             joints2d=j2ds,
-            silhouettes=silhouettes,
-            overflow=overflow,
+        )
+
+    def silhouettes(
+        self, vertices: jax.Array, K: jax.Array, hand: mano.HandModel
+    ) -> rnd.SoftSilhouette:
+        """R(m(p(t))) of Eq. 9: the soft silhouettes of meshes ``vertices [T, B, V, 3]``
+        (``DHPEOutput.vertices``) seen by the crops' cameras ``K [B, 3, 3]``.
+
+        Uses no variables: call it on the model itself, ``model.silhouettes(...)``.
+        Returns ``SoftSilhouette``: silhouette [T, B, R, R] at R = ``render_size``,
+        overflow [T, B] int32 (0: nothing dropped; see ``render.soft_silhouette``).
+        """
+        if not self.render_size:
+            raise ValueError("DHPE.silhouettes: render_size is 0; set config.model.render_size")
+        t, b = vertices.shape[:2]
+        # One call on all T x B meshes (the renderer is faster on a batch than under vmap).
+        small = rnd.resize(rnd.crop_camera(K, self.crop_size), self.render_size)
+        small = jax.tree.map(lambda x: jnp.tile(x, t), rnd.batch_camera(small, b))
+        sil = rnd.soft_silhouette(
+            vertices.reshape((-1,) + vertices.shape[2:]), hand.faces, small, sigma=self.sigma,
+            budget=self.render_budget,
+        )  # fmt: skip
+        return rnd.SoftSilhouette(
+            sil.silhouette.reshape((t, b) + sil.silhouette.shape[1:]), sil.overflow.reshape(t, b)
         )
 
 
@@ -269,56 +272,3 @@ def init(model: DHPE, key: jax.Array, hand: mano.HandModel, batch: int = 1) -> d
         jnp.array([[s, 0.0, s / 2], [0.0, s, s / 2], [0.0, 0.0, 1.0]]), (batch, 3, 3)
     )
     return jax.jit(partial(model.init, train=False))(key, images, K, hand)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Hook:
-    """A DHPE method as a module-level callable (hashable, equal for equal models), bound to
-    its arrays by ``jax.tree_util.Partial`` so that a hook is a pytree."""
-
-    model: DHPE
-    method: str  # 'features' or 'refine_joints2d'
-
-    def __call__(self, variables, *args):
-        if self.method == "features":
-            (images,) = args
-            return self.model.apply(variables, images, train=False, method=DHPE.features)
-        shift, features, p, joints3d, joints2d = args
-        p = p.at[:, -3:].add(-shift)  # refine's placement -> the DHPE's (see refine_hooks)
-        return self.model.apply(
-            variables, p, features, joints3d, joints2d, method=DHPE.refine_joints2d
-        )
-
-
-def refine_hooks(model: DHPE, variables: Any, images: jax.Array, K: jax.Array):
-    """The trained DHPE's f_R and f_F for test-time refinement (``handfit.refine.DHPEHooks``).
-
-    Placement: ``handfit.refine.refine`` places parameters with ``params.mesh``'s fixed base
-    translation (``params.BASE_TRANSLATION``), the DHPE with a per-crop one
-    (:func:`base_translation`). The hooks take the *refinement's* parameters: a DHPE vector
-    ``p`` is the refinement's ``p`` with ``trans + base_translation(K) - BASE_TRANSLATION``,
-    and ``refine_joints2d`` subtracts that shift before calling f_R, so f_R sees p(t) as it
-    was trained on. f_R's pooled feature f is computed once here from ``images``.
-
-    Args:
-      model: the DHPE; variables: its ``params`` and ``batch_stats``.
-      images: [B, S, S, 3] the crops in [0, 1]; K: [B, 3, 3] their intrinsics.
-    Returns:
-      DHPEHooks(refine_joints2d: (p [B, 63], joints3d [B, 21, 3] camera space, joints2d
-      [B, 21, 2] crop pixels) -> [B, 21, 2]; features: (images [B, S, S, 3]) -> [B, D];
-      images). Both are ``jax.tree_util.Partial``s (pytrees) of hashable callables, so
-      ``refine.refine`` compiles once for all hooks of one model (the variables and images
-      are traced arguments).
-    """
-    from handfit import refine  # imported on use: running the network does not need it
-
-    base = base_translation(K, float(model.crop_size))
-    shift = base - jnp.asarray(params.BASE_TRANSLATION, base.dtype)
-    features = jax.tree_util.Partial(_Hook(model, "features"), variables)
-    return refine.DHPEHooks(
-        refine_joints2d=jax.tree_util.Partial(
-            _Hook(model, "refine_joints2d"), variables, shift, features(images)
-        ),
-        features=features,
-        images=images,
-    )

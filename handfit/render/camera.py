@@ -66,6 +66,12 @@ def perspective_camera(fx, fy, cx, cy, height: int, width: int, *, near: float =
     )  # fmt: skip
 
 
+def crop_camera(K: Array, size: int) -> Camera:
+    """The perspective camera of square crops of side ``size`` (pixels) with intrinsics
+    ``K [B, 3, 3]`` (fields [B]) or ``[3, 3]`` (fields [])."""
+    return perspective_camera(K[..., 0, 0], K[..., 1, 1], K[..., 0, 2], K[..., 1, 2], size, size)
+
+
 def weak_perspective_camera(scale, cx, cy, height: int, width: int, *, scale_y=None) -> Camera:
     """A scaled orthographic camera: ``u = scale * x + cx``, ``v = scale_y * y + cy``.
 

@@ -1,0 +1,208 @@
+"""Eq. 7's training objective of the DHPE: every term of one batch, weighted and summed.
+
+:func:`dhpe_loss` assembles the terms of ``handfit.losses`` from a ``DHPEOutput``, the
+input pipeline's batch and the silhouettes ``DHPE.silhouettes`` rendered: Eq. 8
+articulation, Eq. 9 shape with Eq. 12's per-example gate, the Laplacian (in the model's
+frame), Eq. 2 feature, Eq. 3 heat maps (every CPM stage), Eq. 6 refiner (summed over
+iterations) and the optional keypoint, projection, pose-prior and rotation-aligned Eq. 8
+terms, summed by ``losses.total_loss`` with ``config.loss.weights``. The mesh terms use the last
+iteration's mesh (``config.loss.mesh_iterations='last'``, the paper's Eq. 7 is written on
+the final m) or the mean over all iterations ('all'). 3D joints count as labelled where
+the pipeline left them non-zero (it zeroes NaN ones).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax import lax
+
+from handfit import losses, mano, params, render
+from handfit.models import dhpe
+
+
+@dataclasses.dataclass(frozen=True)
+class LossOptions:
+    """The static choices of :func:`dhpe_loss`, from ``config.loss`` and ``config.model``."""
+
+    weights: tuple[tuple[str, float], ...] = tuple(losses.DEFAULT_WEIGHTS.items())
+    tau: float = losses.DEFAULT_TAU
+    constant_shape_weight: bool = False
+    use_2d_losses: bool = True
+    use_refiner: bool = True
+    mesh_iterations: str = "last"
+    laplacian_mode: str = "delta"
+    heatmap_form: str = "gaussian"
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> LossOptions:
+        loss = config.loss
+        if loss.mesh_iterations not in ("last", "all"):
+            raise ValueError(
+                f"config.loss.mesh_iterations={loss.mesh_iterations!r}; expected 'last' or 'all'"
+            )
+        unknown = sorted(set(loss.weights) - set(losses.DEFAULT_WEIGHTS))
+        if unknown:
+            raise ValueError(
+                f"config.loss.weights has unknown terms {unknown}; "
+                f"known: {sorted(losses.DEFAULT_WEIGHTS)}"
+            )
+        weights = dict(losses.DEFAULT_WEIGHTS) | {k: float(v) for k, v in loss.weights.items()}
+        return cls(
+            weights=tuple(sorted(weights.items())),
+            tau=float(loss.tau),
+            constant_shape_weight=bool(loss.constant_shape_weight),
+            use_2d_losses=bool(loss.use_2d_losses),
+            use_refiner=bool(config.model.use_refiner),
+            mesh_iterations=loss.mesh_iterations,
+            laplacian_mode=loss.laplacian_mode,
+            heatmap_form=config.model.heatmap_form,
+        )
+
+    def weight(self, name: str) -> float:
+        return dict(self.weights)[name]
+
+
+def pool_masks(masks: jax.Array, size: int) -> jax.Array:
+    """Ground-truth masks ``[B, S, S]`` averaged down to ``[B, size, size]`` (S a multiple)."""
+    s = masks.shape[-1]
+    if s % size:
+        raise ValueError(
+            f"mask side {s} is not a multiple of config.model.render_size={size}: choose a "
+            f"render_size that divides data.image_size"
+        )
+    f = s // size
+    return masks.reshape(masks.shape[0], size, f, size, f).mean(axis=(2, 4))
+
+
+def dhpe_loss(
+    *,
+    out: dhpe.DHPEOutput,
+    batch: Mapping[str, jax.Array],
+    hand: mano.HandModel,
+    faces: np.ndarray,
+    options: LossOptions,
+    silhouettes: render.SoftSilhouette | None = None,
+    masked_features: jax.Array | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Eq. 7 over one batch: the weighted sum and every term (unweighted) for logging.
+
+    Args:
+      out: the DHPE's output on ``batch['image']`` (T iterations, S CPM stages).
+      batch: the input pipeline's fields: image [B, S, S, 3], mask [B, S, S],
+        has_mask [B], K [B, 3, 3], joints3d [B, 21, 3], joints2d [B, 21, 2],
+        visible [B, 21], heatmaps [B, 21, hs, hs] (channel-first, as the pipeline gives
+        them). Eq. 8's c is 1.5 x the box of the labelled 3D joints projected with K
+        (not the pipeline's norm_size, which boxes the visible joints only).
+      hand: the hand model (its template and the model-frame mesh for the Laplacian).
+      faces: [F, 3] the hand's faces as a concrete NumPy array (the Laplacian's table).
+      options: weights and switches (:class:`LossOptions`).
+      silhouettes: ``DHPE.silhouettes`` of ``out.vertices``: silhouette [T, B, R, R] and
+        overflow [T, B] (None: no shape term, Eq. 9).
+      masked_features: [B, D] f_F(x * s*) for Eq. 2 (None: no feature term).
+    Returns:
+      ``(total, logs)``: logs has each term, 'total', 'shape_gate' (fraction of examples
+      whose Eq. 12 gate is open, times has_mask) and 'render_overflow' (max over the batch).
+    """
+    crop = float(batch["image"].shape[1])
+    visible = batch["visible"]
+    labelled3d = jnp.any(batch["joints3d"] != 0, axis=-1)
+    has_mask = batch["has_mask"].astype(jnp.float32)
+    iters = range(out.params.shape[0]) if options.mesh_iterations == "all" else [-1]
+    masks = None
+    if silhouettes is not None:
+        masks = pool_masks(batch["mask"], silhouettes.silhouette.shape[-1])
+
+    # Eq. 8's c from the whole labelled hand, projected: the pipeline's norm_size boxes the
+    # visible joints only, a point when one joint is visible (c = 0 gives NaN).
+    true2d = render.project(batch["joints3d"], render.crop_camera(batch["K"], int(crop)))
+    box = jnp.maximum(losses.box_size(joints2d=true2d, visible=labelled3d), 1.0)
+
+    def mesh_terms(t):
+        terms = {
+            "articulation": losses.articulation_loss(
+                joints3d_pred=out.joints3d[t],
+                joints3d_true=batch["joints3d"],
+                box_size=box,
+                focal=batch["K"][:, 0, 0],
+                visible=labelled3d,
+            )
+        }
+        if options.weight("aligned_articulation") > 0:
+            terms["aligned_articulation"] = losses.aligned_articulation_loss(
+                joints3d_pred=out.joints3d[t],
+                joints3d_true=batch["joints3d"],
+                box_size=box,
+                focal=batch["K"][:, 0, 0],
+                visible=labelled3d,
+            )
+        p = params.MeshParams.from_vector(out.params[t])
+        frame = mano.forward(hand, p.pose, p.shape)  # the model's frame (losses.laplacian_loss)
+        terms["laplacian"] = losses.laplacian_loss(
+            vertices=frame.vertices,
+            template=hand.v_template,
+            faces=faces,
+            mode=options.laplacian_mode,
+        )
+        gate = jnp.ones_like(has_mask)
+        if masks is not None:
+            if not options.constant_shape_weight:
+                gate = losses.shape_weight(
+                    joints2d_pred=out.joints2d_proj[t],
+                    joints2d_true=batch["joints2d"],
+                    visible=visible,
+                    tau=options.tau,
+                )
+            terms["shape"] = losses.shape_loss(
+                silhouettes=silhouettes.silhouette[t], masks=masks, weights=gate * has_mask
+            )
+        if options.weight("pose_prior") > 0 and hand.joint_limits is not None:
+            terms["pose_prior"] = jnp.mean(losses.joint_limit_violation(pose=p.pose, model=hand))
+        if options.weight("projection") > 0:
+            terms["projection"] = losses.joints2d_loss(
+                joints2d_pred=out.joints2d_proj[t],
+                joints2d_true=batch["joints2d"],
+                visible=visible,
+                crop_size=crop,
+            )
+        return terms, jnp.mean(gate * has_mask)
+
+    per_iter = [mesh_terms(t) for t in iters]
+    terms = {k: sum(d[k] for d, _ in per_iter) / len(per_iter) for k in per_iter[0][0]}
+    gate_fraction = per_iter[-1][1]
+    if options.use_2d_losses:
+        terms["heatmap"] = losses.HEATMAP_FORMS[options.heatmap_form](
+            heatmaps=out.heatmaps,
+            targets=jnp.moveaxis(batch["heatmaps"], 1, -1),
+            visible=visible,
+        )
+        if options.weight("keypoints") > 0:
+            terms["keypoints"] = losses.joints2d_loss(
+                joints2d_pred=out.joints2d_cpm,
+                joints2d_true=batch["joints2d"],
+                visible=visible,
+                crop_size=crop,
+            )
+        if masked_features is not None:
+            # Examples without a mask compare their features with themselves (0).
+            target = jnp.where(has_mask[:, None] > 0, masked_features, out.features)
+            terms["feature"] = losses.feature_loss(
+                features=out.features, masked_features=lax.stop_gradient(target)
+            )
+    if options.use_refiner:
+        terms["refiner"] = losses.refiner_loss(
+            joints2d_iters=out.joints2d,
+            joints2d_true=batch["joints2d"],
+            visible=visible,
+            crop_size=crop,
+        )
+    total, logs = losses.total_loss(terms=terms, weights=dict(options.weights))
+    logs["shape_gate"] = gate_fraction
+    overflow = 0 if silhouettes is None else jnp.max(silhouettes.overflow)
+    logs["render_overflow"] = jnp.asarray(overflow, jnp.float32)
+    return total, logs
