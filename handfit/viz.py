@@ -137,12 +137,13 @@ CURVES_PNG = "learning_curves.png"  # the learning curves' file name (workdir, e
 # Panels of the learning curves: title -> the metrics drawn in it (a name ending in '/' is
 # a prefix).
 CURVE_PANELS = (
-    ("articulation (Eq. 8)", ("articulation",)),
+    ("articulation (Eq. 8), after the best rotation", ("articulation", "aligned_articulation")),
+    ("heat maps (Eq. 3)", ("heatmap",)),
+    ("2D joints: keypoints, refiner (Eq. 6), projection", ("keypoints", "refiner", "projection")),
     (
-        "2D: heat maps (Eq. 3), keypoints, refiner (Eq. 6), projection",
-        ("heatmap", "keypoints", "refiner", "projection"),
+        "shape (Eq. 9), feature (Eq. 2), Laplacian, pose prior",
+        ("shape", "feature", "laplacian", "pose_prior"),
     ),
-    ("shape (Eq. 9), feature (Eq. 2), Laplacian", ("shape", "feature", "laplacian")),
     ("total (Eq. 7)", ("total",)),
     ("Eq. 12 gate: fraction open", ("shape_gate",)),
     ("gradient norm per module", ("grad_norm/",)),
@@ -188,7 +189,6 @@ def learning_curves_png(
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
-    axes.flat[-1].set_axis_off()
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(os.fspath(path), dpi=80)

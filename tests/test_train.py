@@ -17,7 +17,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from configs import tiny
-from handfit import config_check, mano, params, train
+from handfit import config_check, losses, mano, params, train, viz
 from handfit.data import pipeline
 
 SIZE = 32
@@ -312,3 +312,10 @@ def test_a_log_line_cut_short_is_dropped_on_resume(tmp_path):
     logger = train._Logger(str(tmp_path), start=2, enabled=True)
     logger.close()
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2]
+
+
+def test_learning_curves_draw_every_loss_term():
+    """A term missing from viz.CURVE_PANELS would be logged but never drawn."""
+    drawn = {m for _, members in viz.CURVE_PANELS for m in members}
+    for term in set(losses.DEFAULT_WEIGHTS) | {"total", "shape_gate", "learning_rate"}:
+        assert term in drawn, term
