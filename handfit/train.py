@@ -315,7 +315,7 @@ def create_state(config: ml_collections.ConfigDict, mesh: Mesh) -> TrainState:
 def _init_fn(config_json: str):
     """The jitted initialiser of a config's DHPE (cached: tests and resumes reuse it)."""
     config = ml_collections.ConfigDict(json.loads(config_json))
-    hand = mano.get_model(config.hand.model_path, config.hand.side)
+    hand = mano.from_config(config)
     model = dhpe.from_config(config).clone(render_size=0)  # the renderer has no weights
     return jax.jit(lambda key: dhpe.init(model, key, hand))
 
@@ -501,7 +501,7 @@ def augmented_step(config: ml_collections.ConfigDict, mesh: Mesh):
 @functools.lru_cache(maxsize=8)
 def _compiled(config_json: str, devices: tuple, augmented: bool = False) -> tuple:
     config = ml_collections.ConfigDict(json.loads(config_json))
-    hand = mano.get_model(config.hand.model_path, config.hand.side)
+    hand = mano.from_config(config)
     mesh = data_mesh(devices)
     return (
         make_train_step(config, hand, mesh, augmented=augmented),
@@ -564,7 +564,7 @@ def write_augment_preview(
     Row 1: the seed crops; rows below: their ``per_seed`` generated examples with the
     rendered mask's outline and the 2D joints.
     """
-    hand = mano.get_model(config.hand.model_path, config.hand.side)
+    hand = mano.from_config(config)
     n = min(4, len(batch["image"]))
     local = {k: jnp.asarray(np.asarray(batch[k])[:n]) for k in BATCH_KEYS}
     model = dhpe.from_config(config).clone(render_size=0)
@@ -733,7 +733,7 @@ def train(
     config_check.check_resume(config, workdir)
     mesh = data_mesh() if mesh is None else mesh
     _check_batch(config, mesh)
-    hand = mano.get_model(config.hand.model_path, config.hand.side)
+    hand = mano.from_config(config)
     main_process = jax.process_index() == 0
     if main_process:
         platform = jax.devices()[0].platform
