@@ -1,5 +1,8 @@
 """Configs: every variant loads; ablation switches turn exactly their part off."""
 
+import ast
+import pathlib
+
 import pytest
 
 from configs import ablation, default, full, synthetic, tiny
@@ -44,3 +47,15 @@ def test_narrow_trains_narrow_and_tests_wide():
     assert max(train.rotation_deg) < min(test.rotation_deg)
     assert train.shape_std < test.shape_std
     assert spec.name != builders.synthetic_spec(synthetic.get_config()).name
+
+
+def test_configs_import_nothing_from_handfit():
+    for path in sorted(pathlib.Path(default.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            assert not any(n.split(".")[0] == "handfit" for n in names), (path, names)
