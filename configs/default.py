@@ -3,11 +3,12 @@
     python main.py --config=configs/default.py --mode=hands --workdir=runs/default
 
 Every field can be overridden on the command line, e.g. ``--config.hand.side=left``.
+This file is the one place each default is written: the library's settings
+(``handfit.refine.RefineConfig``, ``handfit.augment.AugmentConfig``, the loss weights) take
+theirs from it (``handfit.defaults``). It imports nothing from handfit.
 """
 
 import ml_collections
-
-from handfit import losses
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -152,11 +153,42 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.num_samples = 4  # overlays (PNG) and meshes (.obj) per test set
     config.eval.workdirs = ()  # several workdirs to compare (empty: just --workdir)
 
-    # Training losses (handfit.train; Eq. 7's weights default to handfit.losses.DEFAULT_WEIGHTS;
-    # each term in docs/method.md).
+    # Training losses (handfit.objective; each term in docs/method.md). Eq. 7's weights:
+    # L = w_art L_Art + w_shape L_Sh + w_lap L_Lap + w_feat L_Feat + w_heatmap L_2D
+    #     + w_refiner L_R + w_projection L_proj (handfit.losses.DEFAULT_WEIGHTS reads them).
     config.loss = ml_collections.ConfigDict()
-    config.loss.weights = ml_collections.ConfigDict(dict(losses.DEFAULT_WEIGHTS))
-    config.loss.tau = losses.DEFAULT_TAU  # Eq. 12's gate: mean 2D joint error, crop pixels
+    config.loss.weights = ml_collections.ConfigDict()
+    config.loss.weights.articulation = 1.0  # Eq. 8, weight 1 in the paper
+    # Eq. 9, the paper's lambda_Sh (the per-example gate of Eq. 12 is applied inside
+    # losses.shape_loss); the paper gives no value.
+    config.loss.weights.shape = 1.0
+    # Eqs. 10-11, lambda_Lap; no value in the paper. The term is in metres^2 per vertex:
+    # at 100, 1 mm of noise on every vertex of the open hand costs about 1e-3, a quarter
+    # of the articulation term of a 1 cm joint error at 0.5 m (f = 500 px, c = 150 px).
+    config.loss.weights.laplacian = 100.0
+    config.loss.weights.feature = 1.0  # Eq. 2, weight 1 in the paper
+    config.loss.weights.heatmap = 1.0  # Eq. 3, weight 1 in the paper (summed over CPM stages)
+    config.loss.weights.refiner = 1.0  # Eq. 6, weight 1 in the paper (summed over iterations)
+    # Not in the paper: the CPM's soft-argmax joints j2D(0) against the true 2D joints
+    # (joints2d_loss; integral regression, Sun et al. 2018). Eq. 3's squared error on
+    # sparse Gaussian maps has a wide plateau at all-zero maps that a small network
+    # trained from scratch sits on for thousands of steps; this term moves every joint's
+    # map towards its joint from the first step. 0 reproduces Eq. 7.
+    config.loss.weights.keypoints = 0.0
+    # Not in the paper: projected mesh joints against the true 2D joints
+    # (joints2d_loss of pi(J(m))). Eq. 8 is blind to where the hand is in the image
+    # (it is root-relative), so a from-scratch run may need this > 0 for Eq. 12's
+    # gate to ever open. 0 reproduces Eq. 7.
+    config.loss.weights.projection = 0.0
+    # Not in the paper: squared joint-limit violations of p(t)'s pose
+    # (joint_limit_violation; hand models with limits only). Eq. 8 alone bends fingers
+    # beyond what a hand can do to make up for a wrong global rotation. 0 reproduces Eq. 7.
+    config.loss.weights.pose_prior = 0.0
+    # Not in the paper: Eq. 8 after the best global rotation (aligned_articulation_loss),
+    # the articulation alone. 0 reproduces Eq. 7.
+    config.loss.weights.aligned_articulation = 0.0
+    # Eq. 12's gate: mean 2D joint error, crop pixels (the paper's value was lost).
+    config.loss.tau = 10.0
     config.loss.constant_shape_weight = False  # ablation: lambda_Sh = 1 for every example
     config.loss.use_2d_losses = True  # ablation: False drops Eqs. 2 and 3 (feature, heat maps)
     config.loss.mesh_iterations = "last"  # mesh terms (Eqs. 8, 9, Lap.) on the 'last' or 'all' p(t)

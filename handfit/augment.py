@@ -41,17 +41,22 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, NamedTuple
+from collections.abc import Mapping
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from handfit import geometry, mano, params
+from handfit import defaults, geometry, mano, params
 from handfit import render as rnd
 from handfit.data import backgrounds as bg
 from handfit.data import pipeline
 
 Array = jax.Array
+
+
+# configs/default.py's sections that AugmentConfig's defaults come from.
+AUGMENT, DATA = defaults.section("augment"), defaults.section("data")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,18 +73,21 @@ class AugmentConfig:
     joint_tolerance: the same for a joint of the generated hand to count as visible.
     crop_scale: Eq. 8's c over the joints' box side (the pipeline's ``crop_scale``).
     heatmap_size, heatmap_sigma: the pipeline's heat maps (cells; sigma in cells).
+
+    Each default is configs/default.py's field of the same name (``handfit.defaults``):
+    ``config.augment``'s, and ``config.data``'s for the last three.
     """
 
-    per_seed: int = 3
-    shape_range: float = 3.0
-    rotation_deg: tuple[float, float, float] = (30.0, 30.0, 30.0)
-    ambient: float = 0.8
-    diffuse: float = 0.2
-    vertex_tolerance: float = 0.01
-    joint_tolerance: float = 0.025
-    crop_scale: float = 1.5
-    heatmap_size: int = 32
-    heatmap_sigma: float = 1.0
+    per_seed: int = AUGMENT.per_seed
+    shape_range: float = AUGMENT.shape_range
+    rotation_deg: tuple[float, float, float] = AUGMENT.rotation_deg
+    ambient: float = AUGMENT.ambient
+    diffuse: float = AUGMENT.diffuse
+    vertex_tolerance: float = AUGMENT.vertex_tolerance
+    joint_tolerance: float = AUGMENT.joint_tolerance
+    crop_scale: float = DATA.crop_scale
+    heatmap_size: int = DATA.heatmap_size
+    heatmap_sigma: float = DATA.heatmap_sigma
 
     def __post_init__(self):
         if self.per_seed < 1:
@@ -93,20 +101,10 @@ class AugmentConfig:
             )
 
     @classmethod
-    def from_config(cls, augment: Any, data: Any) -> AugmentConfig:
-        """From ``config.augment`` and ``config.data`` (for the heat maps and crop scale)."""
-        return cls(
-            per_seed=int(augment.per_seed),
-            shape_range=float(augment.shape_range),
-            rotation_deg=tuple(float(a) for a in augment.rotation_deg),
-            ambient=float(augment.ambient),
-            diffuse=float(augment.diffuse),
-            vertex_tolerance=float(augment.vertex_tolerance),
-            joint_tolerance=float(augment.joint_tolerance),
-            crop_scale=float(data.crop_scale),
-            heatmap_size=int(data.heatmap_size),
-            heatmap_sigma=float(data.heatmap_sigma),
-        )
+    def from_config(cls, augment: Mapping, data: Mapping) -> AugmentConfig:
+        """From ``config.augment`` and ``config.data`` (the heat maps and the crop scale):
+        their fields that are AugmentConfig's (the others are the training loop's)."""
+        return defaults.build(cls, augment, data)
 
 
 class Augmented(NamedTuple):
@@ -209,14 +207,6 @@ def vertex_colors(
     return jnp.clip(colors, 0.0, 1.0), visible
 
 
-def _tight_box_side(joints2d: Array, visible: Array) -> Array:
-    """[B] larger side of the visible (else all) joints' 2D box, as ``pipeline.tight_box``."""
-    use = jnp.where(jnp.any(visible, -1, keepdims=True), visible, True)[..., None]
-    lo = jnp.min(jnp.where(use, joints2d, jnp.inf), 1)
-    hi = jnp.max(jnp.where(use, joints2d, -jnp.inf), 1)
-    return jnp.max(hi - lo, -1)
-
-
 @functools.partial(jax.jit, static_argnames=("config",))
 def generate(
     seeds: params.MeshParams,
@@ -313,6 +303,9 @@ def generate(
     uv, depth = rnd.project_with_depth(mesh.joints, camera)
     visible = _unoccluded(uv, depth, frags, config.joint_tolerance * repeat(scale), camera.near)
     joints2d = jnp.where(visible[..., None], uv, 0.0)
+    # The visible (else all) joints' box, as the pipeline's norm_size (pipeline.tight_box).
+    box = geometry.tight_box(uv, jnp.where(jnp.any(visible, -1, keepdims=True), visible, True))
+    box_side = jnp.max(box[:, 2:] - box[:, :2], -1)
     maps = jax.vmap(
         functools.partial(
             pipeline.heatmaps,
@@ -331,7 +324,7 @@ def generate(
         "joints2d": joints2d.astype(jnp.float32),
         "visible": visible,
         "heatmaps": maps,
-        "norm_size": (config.crop_scale * _tight_box_side(uv, visible)).astype(jnp.float32),
+        "norm_size": (config.crop_scale * box_side).astype(jnp.float32),
         "mirrored": jnp.zeros((n,), bool),
     }
     return Augmented(batch, new, colors, shaded.alpha, shaded.overflow)

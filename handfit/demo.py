@@ -17,7 +17,7 @@ def pose_hands(config: ml_collections.ConfigDict, workdir: str) -> list[Path]:
 
     Returns the paths written: one mesh per hand and ``preview.png``.
     """
-    model = mano.get_model(config.hand.model_path, config.hand.side)
+    model = mano.from_config(config)
     out_dir = Path(workdir) / "hands"
     out_dir.mkdir(parents=True, exist_ok=True)
     n = config.hands.num_random

@@ -599,7 +599,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     config_check.validate(config)
     _check_config(config)
     workdirs = [os.fspath(w) for w in config.eval.workdirs] or [os.fspath(workdir)]
-    hand = mano.get_model(config.hand.model_path, config.hand.side)
+    hand = mano.from_config(config)
     predict = jax.jit(
         functools.partial(
             _predict,

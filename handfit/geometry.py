@@ -1,9 +1,12 @@
-"""Rotations (axis-angle, quaternion) and similarity (Procrustes) alignment, in jnp."""
+"""Rotations (axis-angle, quaternion), random rotations and the 2D points' tight box, in jnp."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array | np.ndarray
 
 # Below this squared angle the axis-angle maps use their Taylor series: exact to
 # float32 precision and free of the 0/0 at zero rotation, in values and gradients.
@@ -146,39 +149,19 @@ def axis_angle_to_quaternion(r: jnp.ndarray) -> jnp.ndarray:
     return jnp.concatenate([w[..., None], r * half_sinc[..., None]], -1)
 
 
-def similarity_align(
-    source: jnp.ndarray, target: jnp.ndarray, weights: jnp.ndarray | None = None
-) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
-    """Umeyama: the similarity (s, R, t) minimising ``sum_i w_i |s R x_i + t - y_i|^2``.
+def tight_box(points: Array, use: Array) -> Array:
+    """``[..., 4]`` (u_min, v_min, u_max, v_max) of the 2D ``points [..., N, 2]`` where
+    ``use [..., N]`` (bool) holds; +inf / -inf where no point is used.
 
-    Args:
-      source: points ``[..., N, 3]`` to move.
-      target: points ``[..., N, 3]`` to move onto.
-      weights: optional ``[..., N]`` non-negative weights (e.g. visibility).
-    Returns:
-      ``(aligned [..., N, 3], scale [...], rotation [..., 3, 3], translation [..., 3])``;
-      the rotation is proper (det +1).
+    The one definition of the joints' tight box (Eq. 8's c, the crop, the generated
+    examples' ``norm_size``): NumPy in, NumPy out (the input pipeline, in float64); jnp
+    in, jnp out (traced).
     """
-    if source.shape != target.shape:
-        raise ValueError(f"source {source.shape} and target {target.shape} must match")
-    if weights is None:
-        weights = jnp.ones(source.shape[:-1], source.dtype)
-    w = weights / jnp.maximum(jnp.sum(weights, -1, keepdims=True), 1e-12)
-    mu_x = jnp.sum(w[..., None] * source, -2)
-    mu_y = jnp.sum(w[..., None] * target, -2)
-    x = source - mu_x[..., None, :]
-    y = target - mu_y[..., None, :]
-    var_x = jnp.sum(w * jnp.sum(x * x, -1), -1)
-    cov = jnp.einsum("...n,...ni,...nj->...ij", w, y, x)
-    u, d, vt = jnp.linalg.svd(cov)
-    sign = jnp.sign(jnp.linalg.det(u) * jnp.linalg.det(vt))
-    sign = jnp.where(sign == 0, 1.0, sign)
-    e = jnp.concatenate([jnp.ones_like(d[..., :2]), sign[..., None]], -1)
-    rot = u @ (e[..., :, None] * vt)
-    scale = jnp.sum(d * e, -1) / jnp.maximum(var_x, 1e-12)
-    trans = mu_y - scale[..., None] * jnp.einsum("...ij,...j->...i", rot, mu_x)
-    aligned = scale[..., None, None] * jnp.einsum("...ij,...nj->...ni", rot, source)
-    return aligned + trans[..., None, :], scale, rot, trans
+    xp = np if isinstance(points, np.ndarray) else jnp
+    use = use[..., None]
+    lo = xp.min(xp.where(use, points, xp.inf), axis=-2)
+    hi = xp.max(xp.where(use, points, -xp.inf), axis=-2)
+    return xp.concatenate([lo, hi], axis=-1)
 
 
 def random_rotations(key: jax.Array, max_deg, shape: tuple) -> jnp.ndarray:

@@ -25,48 +25,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from handfit import skeleton
+from handfit import defaults, geometry, skeleton
 
-# Eq. 7's weights: L = w_art L_Art + w_shape L_Sh + w_lap L_Lap + w_feat L_Feat
-#                     + w_heatmap L_2D + w_refiner L_R + w_projection L_proj.
-DEFAULT_WEIGHTS = {
-    # Eq. 8, weight 1 in the paper.
-    "articulation": 1.0,
-    # Eq. 9, the paper's lambda_Sh (the per-example gate of Eq. 12 is applied inside
-    # shape_loss); the paper gives no value.
-    "shape": 1.0,
-    # Eqs. 10-11, lambda_Lap; no value in the paper. The term is in metres^2 per vertex:
-    # at 100, 1 mm of noise on every vertex of the open hand costs about 1e-3, a quarter
-    # of the articulation term of a 1 cm joint error at 0.5 m (f = 500 px, c = 150 px).
-    "laplacian": 100.0,
-    # Eq. 2, weight 1 in the paper.
-    "feature": 1.0,
-    # Eq. 3, weight 1 in the paper (summed over the CPM's stages).
-    "heatmap": 1.0,
-    # Eq. 6, weight 1 in the paper (summed over the refiner's iterations).
-    "refiner": 1.0,
-    # Not in the paper: the CPM's soft-argmax joints j2D(0) against the true 2D joints
-    # (joints2d_loss; integral regression, Sun et al. 2018). Eq. 3's squared error on
-    # sparse Gaussian maps has a wide plateau at all-zero maps that a small network
-    # trained from scratch sits on for thousands of steps; this term moves every joint's
-    # map towards its joint from the first step. 0 reproduces Eq. 7.
-    "keypoints": 0.0,
-    # Not in the paper: projected mesh joints against the true 2D joints
-    # (joints2d_loss of pi(J(m))). Eq. 8 is blind to where the hand is in the image
-    # (it is root-relative), so a from-scratch run may need this > 0 for Eq. 12's
-    # gate to ever open. 0 reproduces Eq. 7.
-    "projection": 0.0,
-    # Not in the paper: squared joint-limit violations of p(t)'s pose
-    # (joint_limit_violation; hand models with limits only). Eq. 8 alone bends fingers
-    # beyond what a hand can do to make up for a wrong global rotation. 0 reproduces Eq. 7.
-    "pose_prior": 0.0,
-    # Not in the paper: Eq. 8 after the best global rotation (aligned_articulation_loss),
-    # the articulation alone. 0 reproduces Eq. 7.
-    "aligned_articulation": 0.0,
-}
-
-# Default Eq. 12 threshold: mean per-joint error, crop pixels (the paper's value was lost).
-DEFAULT_TAU = 10.0
+# Eq. 7's weights and Eq. 12's threshold (crop pixels), as configs/default.py's loss section
+# gives them (each weight's reason is written there).
+DEFAULT_WEIGHTS = dict(defaults.section("loss.weights"))
+DEFAULT_TAU = defaults.section("loss").tau
+CROP_SCALE = defaults.section("data").crop_scale  # Eq. 8's c over the joints' box side
 # Roots nearer than this (metres) or behind the camera are treated as at this depth.
 MIN_DEPTH = 1e-3
 
@@ -239,19 +204,23 @@ def joint_limit_violation(*, pose: jnp.ndarray, model) -> jnp.ndarray:
 # Eq. 8: the spatial normalisation and the articulation loss
 
 
-def box_size(*, joints2d: jnp.ndarray, visible: jnp.ndarray | None = None) -> jnp.ndarray:
-    """Eq. 8's ``c = 1.5 * max(height, width)`` of the tight box around the visible 2D joints.
+def box_size(
+    *, joints2d: jnp.ndarray, visible: jnp.ndarray | None = None, crop_scale: float = CROP_SCALE
+) -> jnp.ndarray:
+    """Eq. 8's ``c = crop_scale * max(height, width)`` of the visible 2D joints' tight box
+    (``geometry.tight_box``).
 
     Args:
       joints2d: [B, 21, 2] pixels. visible: [B, 21] or None.
+      crop_scale: c over the box's larger side (``config.data.crop_scale``; default its
+        default).
     Returns:
       [B] pixels (0 for an example with no visible joint).
     """
-    mask = _joint_mask(visible, joints2d)[..., None] > 0
-    lo = jnp.min(jnp.where(mask, joints2d, jnp.inf), axis=1)
-    hi = jnp.max(jnp.where(mask, joints2d, -jnp.inf), axis=1)
-    extent = jnp.where(jnp.isfinite(hi - lo), hi - lo, 0.0)  # [B, 2]
-    return 1.5 * jnp.max(extent, axis=-1)
+    box = geometry.tight_box(joints2d, _joint_mask(visible, joints2d) > 0)
+    extent = box[:, 2:] - box[:, :2]
+    extent = jnp.where(jnp.isfinite(extent), extent, 0.0)  # [B, 2]
+    return crop_scale * jnp.max(extent, axis=-1)
 
 
 def _scale(root_depth, box_size, focal, min_depth):

@@ -412,6 +412,24 @@ def get_model(model_path: str = "", side: str = "right") -> HandModel:
     return model if model.side == side else mirror(model)
 
 
+def from_config(config) -> HandModel:
+    """The hand model of a run's ``config.hand`` (``model_path``, ``side``; see
+    :func:`get_model`), loaded once: later calls with the same settings return the same
+    model until the file changes."""
+    path = config.hand.model_path
+    stamp = None
+    if path and os.path.isfile(path):
+        stat = os.stat(path)
+        stamp = (os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+    return _model_once(path, config.hand.side, stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _model_once(path: str, side: str, stamp: tuple | None) -> HandModel:
+    """:func:`get_model`, cached by the path, the side and the file's identity ``stamp``."""
+    return get_model(path, side)
+
+
 def mirror(model: HandModel) -> HandModel:
     """The mirror image of a model across the x = 0 plane (a left hand from a right one).
 

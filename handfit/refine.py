@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from handfit import geometry, losses, mano, metrics, params, render, skeleton
+from handfit import defaults, geometry, losses, mano, metrics, params, render, skeleton
 from handfit.models.dhpe import DHPE, base_translation
 from handfit.params import MeshParams
 from handfit.render.camera import Camera, batch_camera
@@ -32,10 +32,8 @@ from handfit.render.camera import Camera, batch_camera
 GROUPS = tuple(name for name, _ in params.SIZES)  # pose, shape, quat, scale, trans
 SILHOUETTE_TARGETS = ("auto", "initial", "mask", "features")
 OPTIMIZERS = ("sgd", "adam")
-TERMS = ("joints2d", "silhouette", "shape_prior", "pose_prior", "laplacian", "world_joints",
-         "world_bones")  # fmt: skip
-# Fields of the config.refine section that are not RefineConfig's (read by the CLI / eval).
-_OTHER_FIELDS = ("enabled", "input", "focal", "reestimate_joints2d")
+# configs/default.py's refine section: RefineConfig's defaults and the command line's fields.
+REFINE = defaults.section("refine")
 
 
 class Evidence(NamedTuple):
@@ -148,7 +146,8 @@ class RefineResult(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class RefineConfig:
-    """Settings of ``refine`` (hashable: a static argument of jit). See configs/default.py.
+    """Settings of ``refine`` (hashable: a static argument of jit). Each default is
+    configs/default.py's ``config.refine`` field of the same name (``handfit.defaults``).
 
     The loss of one example is ``joints2d_weight * mean_j ||(pi(J_j) - j2D_j) / S||^2``
     (visible joints; S the image's longer side, ``losses.joints2d_loss``) ``+
@@ -166,32 +165,30 @@ class RefineConfig:
     ``max_update`` and non-finite updates are dropped, so a degenerate start stays finite.
     """
 
-    steps: int = 50
-    optimizer: str = "adam"  # 'adam' or 'sgd' (the paper's gradient descent)
-    learning_rate: float = 1.0
+    steps: int = REFINE.steps
+    optimizer: str = REFINE.optimizer  # 'adam' or 'sgd' (the paper's gradient descent)
+    learning_rate: float = REFINE.learning_rate
     # Step size per group, times learning_rate: (pose, shape, quat, scale, trans).
-    group_lr: tuple[float, ...] = (0.03, 0.05, 0.005, 0.005, 0.001)
-    momentum: float = 0.0  # SGD only; 0 is plain gradient descent
-    final_lr: float = 1.0  # cosine decay of every step size to this fraction at the last step
-    max_update: float = 0.1
-    joints2d_weight: float = 1.0
-    silhouette_weight: float = 0.05
-    silhouette_target: str = "auto"  # 'auto' ('mask' if one is given, else 'initial'), ...
-    shape_prior_weight: float = 1e-5
-    pose_prior_weight: float = 1e-3
-    laplacian_weight: float = 0.0
-    laplacian_mode: str = "delta"
-    world_joints_weight: float = 1.0  # with Evidence.world: centred 3D joints, metres^2
-    # with Evidence.world: squared unit bone-direction errors (off: on detected synthetic
-    # hands it raised the 2D error and PA-MPJPE, benchmarks/README.md)
-    world_bones_weight: float = 0.0
-    freeze: tuple[str, ...] = ()
-    render_size: int = 112  # longer side of the refinement's silhouettes; 0: the camera's
-    sigma: float = 1.0  # soft silhouette sharpness, pixels^2 at render_size
-    tile: int = 8
-    budget: int = 0  # (face, window) pairs per silhouette; 0: auto (see refine)
-    budget_margin: float = 1.15  # auto budget: the start's need times this, rounded up to 512
-    fit_starts: int = 2  # fit: refine from this many best coarse alignments, keep the best
+    group_lr: tuple[float, ...] = REFINE.group_lr
+    momentum: float = REFINE.momentum  # SGD only; 0 is plain gradient descent
+    final_lr: float = REFINE.final_lr  # cosine decay of every step size to this fraction
+    max_update: float = REFINE.max_update
+    joints2d_weight: float = REFINE.joints2d_weight
+    silhouette_weight: float = REFINE.silhouette_weight
+    silhouette_target: str = REFINE.silhouette_target  # 'auto': 'mask' if given, else 'initial'
+    shape_prior_weight: float = REFINE.shape_prior_weight
+    pose_prior_weight: float = REFINE.pose_prior_weight
+    laplacian_weight: float = REFINE.laplacian_weight
+    laplacian_mode: str = REFINE.laplacian_mode
+    world_joints_weight: float = REFINE.world_joints_weight  # centred 3D joints, metres^2
+    world_bones_weight: float = REFINE.world_bones_weight  # unit bone directions
+    freeze: tuple[str, ...] = REFINE.freeze
+    render_size: int = REFINE.render_size  # longer side of the silhouettes; 0: the camera's
+    sigma: float = REFINE.sigma  # soft silhouette sharpness, pixels^2 at render_size
+    tile: int = REFINE.tile
+    budget: int = REFINE.budget  # (face, window) pairs per silhouette; 0: auto (see refine)
+    budget_margin: float = REFINE.budget_margin  # auto budget: the start's need times this
+    fit_starts: int = REFINE.fit_starts  # fit: refine from this many coarse alignments
 
     def __post_init__(self):
         def bad(field, value, expected):
@@ -211,24 +208,20 @@ class RefineConfig:
             if name not in GROUPS:
                 bad("freeze", self.freeze, f"names from {GROUPS}")
         if self.render_size < 0 or self.sigma <= 0 or self.tile < 1 or self.budget < 0:
-            bad("render_size/sigma/tile/budget", (self.render_size, self.sigma, self.tile,
-                self.budget), "render_size >= 0, sigma > 0, tile >= 1, budget >= 0")  # fmt: skip
+            bad(
+                "render_size/sigma/tile/budget",
+                (self.render_size, self.sigma, self.tile, self.budget),
+                "render_size >= 0, sigma > 0, tile >= 1, budget >= 0",
+            )
 
     @classmethod
     def from_config(cls, config: Mapping | RefineConfig) -> RefineConfig:
-        """From the ``config.refine`` section (a ConfigDict or dict); unknown keys are errors."""
+        """From the ``config.refine`` section (a ConfigDict or dict): its fields that are
+        RefineConfig's (the others are the command line's); a key that is not in
+        ``configs/default.py``'s section is an error."""
         if isinstance(config, cls):
             return config
-        items = dict(config.items())
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(items) - fields - set(_OTHER_FIELDS))
-        if unknown:
-            raise ValueError(f"config.refine: unknown fields {unknown}; known: {sorted(fields)}")
-        kwargs = {k: v for k, v in items.items() if k in fields}
-        for k in ("group_lr", "freeze"):
-            if k in kwargs:
-                kwargs[k] = tuple(kwargs[k])
-        return cls(**kwargs)
+        return defaults.build(cls, config, known=("refine",))
 
 
 class _Faces:
@@ -285,21 +278,22 @@ def _check_inputs(p: MeshParams, ev: Evidence, camera: Camera, cfg: RefineConfig
     b = p.pose.shape[0]
     for (name, size), value in zip(params.SIZES, p, strict=True):
         if value.shape != (b, size):
-            raise ValueError(f"refine: params.{name} must be [B, {size}] = [{b}, {size}], "
-                             f"got {value.shape}")  # fmt: skip
+            raise ValueError(
+                f"refine: params.{name} must be [B, {size}] = [{b}, {size}], got {value.shape}"
+            )
         _check_finite(f"params.{name}", value)
     nj = skeleton.NUM_JOINTS
     if ev.joints2d.shape != (b, nj, 2):
-        raise ValueError(f"refine: evidence.joints2d must be [{b}, {nj}, 2], got "
-                         f"{ev.joints2d.shape}")  # fmt: skip
+        raise ValueError(
+            f"refine: evidence.joints2d must be [{b}, {nj}, 2], got {ev.joints2d.shape}"
+        )
     if ev.visible.shape != (b, nj):
         raise ValueError(f"refine: evidence.visible must be [{b}, {nj}], got {ev.visible.shape}")
     _check_finite("evidence.visible", ev.visible)
     _check_finite("evidence.joints2d (at visible joints)", _known(ev.joints2d, ev.visible))
     if ev.world is not None:
         if ev.world.shape != (b, nj, 3):
-            raise ValueError(f"refine: evidence.world must be [{b}, {nj}, 3], got "
-                             f"{ev.world.shape}")  # fmt: skip
+            raise ValueError(f"refine: evidence.world must be [{b}, {nj}, 3], got {ev.world.shape}")
         _check_finite("evidence.world (at visible joints)", _known(ev.world, ev.visible))
     if ev.mask is not None:
         if ev.mask.shape != (b, camera.height, camera.width):
@@ -315,11 +309,11 @@ def _check_inputs(p: MeshParams, ev: Evidence, camera: Camera, cfg: RefineConfig
         raise ValueError("refine: silhouette_target='mask' needs evidence.mask [B, H, W]")
     if cfg.silhouette_weight > 0 and target == "features":
         if dhpe is None or dhpe.features is None or dhpe.images is None:
-            raise ValueError("refine: silhouette_target='features' needs DHPEHooks with "
-                             "features and images")  # fmt: skip
+            raise ValueError(
+                "refine: silhouette_target='features' needs DHPEHooks with features and images"
+            )
         if dhpe.images.ndim != 4 or dhpe.images.shape[0] != b:
-            raise ValueError(f"refine: dhpe.images must be [{b}, H, W, 3], got "
-                             f"{dhpe.images.shape}")  # fmt: skip
+            raise ValueError(f"refine: dhpe.images must be [{b}, H, W, 3], got {dhpe.images.shape}")
         _check_finite("dhpe.images", dhpe.images)
     return target
 
@@ -362,9 +356,10 @@ def refine(
     faces = model.faces
     static_faces = _Faces(np.asarray(faces)) if _is_concrete(faces) else None
     if static_faces is None and cfg.laplacian_weight > 0:
-        raise TypeError("refine: the Laplacian term needs the model's faces concrete: close "
-                        "over the model instead of passing it traced, or set "
-                        "laplacian_weight=0")  # fmt: skip
+        raise TypeError(
+            "refine: the Laplacian term needs the model's faces concrete: close over the "
+            "model instead of passing it traced, or set laplacian_weight=0"
+        )
     f_r = None if dhpe is None else _as_pytree(dhpe.refine_joints2d)
     f_f = None if dhpe is None else _as_pytree(dhpe.features)
     images = None if dhpe is None else dhpe.images
@@ -384,8 +379,9 @@ def _empty_result(run: Callable, args: tuple) -> RefineResult:
         return jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype)
 
     batched = jax.tree.map(one, (p, ev, camera, images))
-    shapes = jax.eval_shape(lambda *a: run(*a, budget=512), *batched[:2], model, *batched[2:],
-                            f_r, f_f)  # fmt: skip
+    shapes = jax.eval_shape(
+        lambda *a: run(*a, budget=512), *batched[:2], model, *batched[2:], f_r, f_f
+    )
 
     def empty(s, axis=0):
         shape = list(s.shape)
@@ -496,8 +492,9 @@ def _refine(p0, evidence, model, camera, images, f_r, f_f, *, cfg, target, faces
     ev_world = None if evidence.world is None else evidence.world.astype(dtype)
 
     def silhouette(verts):
-        out = render.soft_silhouette(verts, faces_arr, rcam, sigma=cfg.sigma, tile=cfg.tile,
-                                     budget=budget)  # fmt: skip
+        out = render.soft_silhouette(
+            verts, faces_arr, rcam, sigma=cfg.sigma, tile=cfg.tile, budget=budget
+        )
         return out.silhouette, out.overflow
 
     sil_target = feat_target = None
@@ -522,7 +519,7 @@ def _refine(p0, evidence, model, camera, images, f_r, f_f, *, cfg, target, faces
                 joints2d,
                 target2d,
                 visible,
-            )  # fmt: skip
+            )
         }
         overflow = jnp.zeros((b,), jnp.int32)
         if use_sil:
@@ -532,8 +529,9 @@ def _refine(p0, evidence, model, camera, images, f_r, f_f, *, cfg, target, faces
                 up = jax.image.resize(sil, img.shape[:3], "linear")
                 terms["silhouette"] = _per_example(
                     lambda f, g: losses.feature_loss(features=f, masked_features=g),
-                    feat_target, f_f(img * up[..., None]),
-                )  # fmt: skip
+                    feat_target,
+                    f_f(img * up[..., None]),
+                )
             else:
                 terms["silhouette"] = _per_example(
                     lambda s, m: losses.shape_loss(silhouettes=s, masks=m), sil, sil_target
@@ -552,10 +550,14 @@ def _refine(p0, evidence, model, camera, images, f_r, f_f, *, cfg, target, faces
             scale = params.BASE_SCALE * jnp.exp(p.scale)[..., None]
             local = jnp.einsum("bji,bvj->bvi", params.rotation(p), out.vertices - trans[:, None])
             terms["laplacian"] = _per_example(
-                lambda v: losses.laplacian_loss(vertices=v, template=model.v_template,
-                                                faces=faces.array, mode=cfg.laplacian_mode),
+                lambda v: losses.laplacian_loss(
+                    vertices=v,
+                    template=model.v_template,
+                    faces=faces.array,
+                    mode=cfg.laplacian_mode,
+                ),
                 local / scale,
-            )  # fmt: skip
+            )
         weights = {
             "joints2d": cfg.joints2d_weight,
             "silhouette": cfg.silhouette_weight,
@@ -652,9 +654,7 @@ def align(
     vis = np.asarray(visibility, np.float64)
     w3d = None if world is None else np.asarray(world, np.float64)
     b = j2d.shape[0]
-    cam = batch_camera(camera, b)
-    fx, fy, cx, cy, ref = (np.asarray(getattr(cam, k), np.float64)
-                           for k in ("fx", "fy", "cx", "cy", "ref_depth"))  # fmt: skip
+    cam = jax.tree.map(lambda x: np.asarray(x, np.float64), batch_camera(camera, b))
     neutral = MeshParams.initial(1, model)
     rest = np.asarray(params.mesh(neutral, model).joints[0], np.float64)
     rest = rest - rest[skeleton.MIDDLE_MCP]
@@ -662,7 +662,8 @@ def align(
     base = np.asarray(params.BASE_TRANSLATION)
     rows = []
     for i in range(b):
-        uv = np.stack([(j2d[i, :, 0] - cx[i]) / fx[i], (j2d[i, :, 1] - cy[i]) / fy[i]], -1)
+        centre, focal = np.stack([cam.cx[i], cam.cy[i]]), np.stack([cam.fx[i], cam.fy[i]])
+        uv = (j2d[i] - centre) / focal
         fits = []
         if np.count_nonzero(vis[i] > 0) >= 2:
             for rc in rots:
@@ -688,12 +689,13 @@ def align(
                 continue
             _, s, rot, t = fits[min(k, len(fits) - 1)]
             s = s / size
+            ref = cam.ref_depth[i]
             if cam.weak:
-                scale, depth = np.log(max(s * ref[i], 1e-6) / params.BASE_SCALE), base[2]
+                scale, depth = np.log(max(s * ref, 1e-6) / params.BASE_SCALE), base[2]
             else:
                 scale, depth = 0.0, params.BASE_SCALE / max(s, 1e-6)
-            trans = np.array([t[0] * (ref[i] if cam.weak else depth),
-                              t[1] * (ref[i] if cam.weak else depth), depth]) - base  # fmt: skip
+            lift = ref if cam.weak else depth  # normalised image coordinates to metres
+            trans = np.array([t[0] * lift, t[1] * lift, depth]) - base
             quat = np.asarray(geometry.matrix_to_quaternion(jnp.asarray(rot, jnp.float32)))
             rows.append(np.concatenate([np.zeros(55), quat - [1, 0, 0, 0], [scale], trans]))
     rows = np.reshape(rows, (len(rows), params.NUM_PARAMS))
@@ -703,10 +705,7 @@ def align(
 
 def _repeat_camera(camera: Camera, b: int, k: int) -> Camera:
     """The camera with fields [B * k], each example's camera repeated k times."""
-    cam = batch_camera(camera, b)
-    return dataclasses.replace(
-        cam, **{n: jnp.repeat(getattr(cam, n), k) for n in ("fx", "fy", "cx", "cy", "ref_depth")}
-    )
+    return jax.tree.map(lambda x: jnp.repeat(x, k), batch_camera(camera, b))
 
 
 def _fit_inputs(joints2d, visibility) -> tuple[jnp.ndarray, jnp.ndarray]:

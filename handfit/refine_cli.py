@@ -46,9 +46,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from handfit import mano, refine, render, skeleton
+from handfit import mano, refine, render, skeleton, viz
 from handfit.errors import UserError
 from handfit.params import MeshParams
 
@@ -103,15 +103,17 @@ def _read_json(path: Path, height: int, width: int, focal: float):
         k = np.asarray(data["K"], np.float32) if "K" in data else None
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: K must be a 3x3 matrix of numbers ({e})") from e
-    if k is not None and (k.shape != (3, 3) or not np.all(np.isfinite(k)) or k[0, 0] <= 0
-                          or k[1, 1] <= 0):  # fmt: skip
+    if k is not None and (
+        k.shape != (3, 3) or not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0
+    ):
         raise ValueError(f"{path}: K must be a 3x3 intrinsics matrix with fx, fy > 0, got {k}")
     camera = _camera(k, height, width, focal)
     if "keypoints" not in data:
         return None, camera
     try:
-        kp = np.asarray([[np.nan if v is None else v for v in row] for row in data["keypoints"]],
-                        np.float32)  # fmt: skip
+        kp = np.asarray(
+            [[np.nan if v is None else v for v in row] for row in data["keypoints"]], np.float32
+        )
         vis = np.asarray(data.get("visibility", np.ones(n)), np.float32)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: keypoints and visibility must be numbers ({e})") from e
@@ -120,8 +122,9 @@ def _read_json(path: Path, height: int, width: int, focal: float):
     if vis.shape != (n,) or not np.all(np.isfinite(vis)):
         raise ValueError(f"{path}: visibility must have {n} finite entries (0 or 1), got {vis}")
     if not np.all(np.isfinite(kp[vis > 0])):
-        raise ValueError(f"{path}: visible keypoints must be finite numbers (visibility 0 "
-                         "for unknown ones)")  # fmt: skip
+        raise ValueError(
+            f"{path}: visible keypoints must be finite numbers (visibility 0 for unknown ones)"
+        )
     side = data.get("side", "right")
     if side not in SIDES:
         raise ValueError(f"{path}: side must be one of {SIDES}, got {side!r}")
@@ -155,9 +158,10 @@ class _Inputs:
 
     def __init__(self, folder: Path):
         self.images = sorted(
-            p for p in folder.iterdir()
+            p
+            for p in folder.iterdir()
             if p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.endswith(NOT_IMAGES)
-        )  # fmt: skip
+        )
         stems = [p.stem for p in self.images]
         self.shared = {s for s in stems if stems.count(s) > 1}
 
@@ -170,8 +174,10 @@ class _Inputs:
             return None
         if image.stem in self.shared:
             names = [p.name for p in self.images if p.stem == image.stem]
-            raise ValueError(f"{path} is beside {names}: it cannot say which image it belongs "
-                             "to; rename the images or the file")  # fmt: skip
+            raise ValueError(
+                f"{path} is beside {names}: it cannot say which image it belongs "
+                "to; rename the images or the file"
+            )
         return path
 
 
@@ -203,9 +209,11 @@ def run(
         )
     out_dir = Path(workdir) / "refine"
     if out_dir.resolve() == folder.resolve():
-        raise ValueError(f"the input folder {folder} is this run's output folder "
-                         f"(WORKDIR/refine): the results would write over the inputs; "
-                         "choose another --workdir or copy the inputs elsewhere")  # fmt: skip
+        raise ValueError(
+            f"the input folder {folder} is this run's output folder "
+            f"(WORKDIR/refine): the results would write over the inputs; "
+            "choose another --workdir or copy the inputs elsewhere"
+        )
     inputs = _Inputs(folder)
     if not inputs.images:
         raise FileNotFoundError(f"{folder}: no image ({', '.join(IMAGE_SUFFIXES)}) to fit")
@@ -226,8 +234,9 @@ def run(
         print(f"skipped {len(skipped)} images without keypoints (detection is off): {skipped}")
     print(f"{len(inputs.images) - len(failed) - len(skipped)} images fitted into {out_dir}")
     if failed:
-        raise FailedImages(f"{len(failed)} of {len(inputs.images)} images failed:\n  "
-                           + "\n  ".join(failed))  # fmt: skip
+        raise FailedImages(
+            f"{len(failed)} of {len(inputs.images)} images failed:\n  " + "\n  ".join(failed)
+        )
     return written
 
 
@@ -264,7 +273,7 @@ class _Fitter:
                     "handedness": h.handedness,
                     "box": h.box.tolist(),
                     "crop": h.rect.tolist(),
-                },  # fmt: skip
+                },
             )
             for h in self._detector(image)
         ]
@@ -336,8 +345,10 @@ def _warnings(hand: HandInput, joints2d, joints3d, width: int, height: int) -> l
         out.append(f"the fitted hand is behind the camera or within {MIN_DEPTH} m of it")
     err = _error2d(hand, joints2d)
     if not np.isfinite(err) or err > MAX_ERROR * size:
-        out.append(f"mean 2D error {err:.1f} px is over {MAX_ERROR:.0%} of the image's longer "
-                   "side: the fit does not match the keypoints")  # fmt: skip
+        out.append(
+            f"mean 2D error {err:.1f} px is over {MAX_ERROR:.0%} of the image's longer "
+            "side: the fit does not match the keypoints"
+        )
     return out
 
 
@@ -349,103 +360,58 @@ def _error2d(hand: HandInput, joints2d: np.ndarray) -> float:
 
 def _write(stem: Path, name: str, image, camera, hands, fits, model_of) -> list[Path]:
     h, w = image.shape[:2]
-    written, records, meshes = [], [], []
+    written, records, drawn = [], [], []
     for i, (hand, res) in enumerate(zip(hands, fits, strict=True)):
         model = model_of(hand.side)
         verts = np.asarray(res.vertices[0])
         joints3d, joints2d = np.asarray(res.joints3d[0]), np.asarray(res.joints2d[0])
         mesh_path = stem.with_name(f"{stem.name}_hand{i}.obj")
-        _mesh(verts, model.faces).export(mesh_path)
+        viz.export_mesh(mesh_path, verts, model.faces)
         written.append(mesh_path)
-        meshes.append((verts, np.asarray(model.faces), joints2d, hand))
+        faces = np.asarray(model.faces)
+        drawn.append(viz.OverlayHand(verts, faces, joints2d, hand.keypoints, hand.visibility))
         warnings = _warnings(hand, joints2d, joints3d, w, h)
         err = _error2d(hand, joints2d)
-        print(f"{name} hand {i} ({hand.side}, {hand.source}): 2D error "
-              f"{err:.2f} px over {int((hand.visibility > 0).sum())} joints, final loss "
-              f"{float(res.losses[0, -1]) if res.losses.size else float('nan'):.3g} "
-              f"({model.name})" + "".join(f"\n  WARNING: {m}" for m in warnings))  # fmt: skip
-        records.append({
-            "side": hand.side,
-            "source": hand.source,
-            "detection": hand.detection,
-            "keypoints": hand.keypoints.tolist(),
-            "visibility": hand.visibility.tolist(),
-            "world_landmarks": None if hand.world is None else np.asarray(hand.world).tolist(),
-            "hand_model": model.name,
-            "params": jax.tree.map(lambda x: np.asarray(x[0]).tolist(), res.params)._asdict(),
-            "joints3d": joints3d.tolist(),
-            "joints2d": joints2d.tolist(),
-            "error2d_px": None if not np.isfinite(err) else err,
-            "final_loss": float(res.losses[0, -1]) if res.losses.size else None,
-            "mesh": mesh_path.name,
-            "warnings": warnings,
-        })  # fmt: skip
+        print(
+            f"{name} hand {i} ({hand.side}, {hand.source}): 2D error "
+            f"{err:.2f} px over {int((hand.visibility > 0).sum())} joints, final loss "
+            f"{float(res.losses[0, -1]) if res.losses.size else float('nan'):.3g} "
+            f"({model.name})" + "".join(f"\n  WARNING: {m}" for m in warnings)
+        )
+        records.append(
+            {
+                "side": hand.side,
+                "source": hand.source,
+                "detection": hand.detection,
+                "keypoints": hand.keypoints.tolist(),
+                "visibility": hand.visibility.tolist(),
+                "world_landmarks": None if hand.world is None else np.asarray(hand.world).tolist(),
+                "hand_model": model.name,
+                "params": jax.tree.map(lambda x: np.asarray(x[0]).tolist(), res.params)._asdict(),
+                "joints3d": joints3d.tolist(),
+                "joints2d": joints2d.tolist(),
+                "error2d_px": None if not np.isfinite(err) else err,
+                "final_loss": float(res.losses[0, -1]) if res.losses.size else None,
+                "mesh": mesh_path.name,
+                "warnings": warnings,
+            }
+        )
     if not hands:
         print(f"{name}: no hands found")
     overlay_path = stem.with_name(stem.name + "_overlay.png")
-    _overlay(image, camera, meshes).save(overlay_path)
+    viz.hands_overlay(image, camera, drawn).save(overlay_path)
     glb_path = stem.with_name(stem.name + ".glb")
-    if meshes:
-        import trimesh
-
+    if drawn:
         flip = np.array([1.0, -1.0, -1.0])  # OpenCV camera axes -> glTF (y up, looking at -z)
-        scene = trimesh.Scene([_mesh(v * flip, f) for v, f, _, _ in meshes])  # a rotation
-        scene.export(glb_path)
+        viz.export_scene(glb_path, [(hd.vertices * flip, hd.faces) for hd in drawn])  # a rotation
         written.append(glb_path)
     record = {
         "image": name,
         "camera": {k: float(getattr(camera, k)) for k in ("fx", "fy", "cx", "cy")},
         "hands": records,
-        "glb": glb_path.name if meshes else None,
+        "glb": glb_path.name if drawn else None,
         "overlay": overlay_path.name,
     }
     json_path = stem.with_name(stem.name + ".json")
     json_path.write_text(json.dumps(record, indent=1))
     return written + [json_path, overlay_path]
-
-
-def _mesh(vertices, faces):
-    import trimesh
-
-    return trimesh.Trimesh(np.asarray(vertices), np.asarray(faces), process=False)
-
-
-HAND_COLOURS = ((80, 160, 255), (255, 170, 60), (190, 110, 255), (90, 220, 170))
-
-
-def _overlay(image: np.ndarray, camera: render.Camera, meshes) -> Image.Image:
-    """The image with each hand's mesh (flat-shaded faces drawn back to front, translucent),
-    its projected skeleton (green) and the keypoints it was fitted to (red)."""
-    out = Image.fromarray(image).convert("RGBA")
-    layer = Image.new("RGBA", out.size, (0, 0, 0, 0))
-    draw = ImageDraw.Draw(layer)
-    polys = []
-    for i, (verts, faces, _, _) in enumerate(meshes):
-        tri = verts[faces]  # [F, 3, 3]
-        if np.any(tri[..., 2] <= camera.near):
-            continue  # behind the camera: not drawn (the JSON warns)
-        uv = np.asarray(render.project(jnp.asarray(verts[None], jnp.float32), camera)[0])[faces]
-        normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        normal /= np.linalg.norm(normal, axis=-1, keepdims=True) + 1e-12
-        view = tri.mean(1) / np.linalg.norm(tri.mean(1), axis=-1, keepdims=True)
-        light = 0.35 + 0.65 * np.abs(np.sum(normal * view, -1))
-        colour = np.asarray(HAND_COLOURS[i % len(HAND_COLOURS)])
-        for depth, poly, shade in zip(tri[..., 2].mean(-1), uv, light, strict=True):
-            polys.append((depth, poly, tuple(int(c) for c in colour * shade)))
-    for _, poly, colour in sorted(polys, key=lambda p: -p[0]):
-        draw.polygon([tuple(p) for p in poly], fill=colour + (170,))
-    out = Image.alpha_composite(out, layer).convert("RGB")
-    draw = ImageDraw.Draw(out)
-    for _, _, joints2d, hand in meshes:
-        # markers scale with the image, but no larger than the hand allows (a hand a few
-        # dozen pixels wide stays visible under its 21 keypoints)
-        vis = hand.visibility > 0
-        extent = float(np.ptp(hand.keypoints[vis], 0).max()) if vis.any() else 0.0
-        r = float(np.clip(extent / 40, 1.0, max(1.5, max(image.shape[:2]) / 200)))
-        width = int(np.clip(round(extent / 80), 1, max(1, round(max(image.shape[:2]) / 400))))
-        for a, b in skeleton.BONES:
-            draw.line([tuple(joints2d[a]), tuple(joints2d[b])], fill=(40, 220, 40), width=width)
-        for (x, y), v in zip(hand.keypoints, hand.visibility, strict=True):
-            if v > 0:
-                draw.ellipse([x - r, y - r, x + r, y + r], outline=(230, 30, 30), width=width)
-    return out

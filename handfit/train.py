@@ -132,7 +132,7 @@ def create_state(config: ml_collections.ConfigDict, mesh: Mesh) -> TrainState:
 def _init_fn(config_json: str):
     """The jitted initialiser of a config's DHPE (cached: tests and resumes reuse it)."""
     config = ml_collections.ConfigDict(json.loads(config_json))
-    hand = mano.get_model(config.hand.model_path, config.hand.side)
+    hand = mano.from_config(config)
     return jax.jit(lambda key: dhpe.init(dhpe.from_config(config), key, hand))
 
 
@@ -332,7 +332,7 @@ def augmented_step(config: ml_collections.ConfigDict, mesh: Mesh):
 @functools.lru_cache(maxsize=8)
 def _compiled(config_json: str, devices: tuple, augmented: bool = False) -> tuple:
     config = ml_collections.ConfigDict(json.loads(config_json))
-    hand = mano.get_model(config.hand.model_path, config.hand.side)
+    hand = mano.from_config(config)
     mesh = data_mesh(devices)
     return (
         make_train_step(config, hand, mesh, augmented=augmented),
@@ -405,7 +405,7 @@ def _write_augment_preview(
         K,
         jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), step),
         model=dhpe.from_config(config),
-        hand=mano.get_model(config.hand.model_path, config.hand.side),
+        hand=mano.from_config(config),
         config=augment.AugmentConfig.from_config(config.augment, config.data),
     )
     path = os.path.join(workdir, "augment", f"preview_{step:07d}.png")
@@ -653,7 +653,7 @@ def train(
     config_check.check_resume(config, workdir)
     mesh = data_mesh() if mesh is None else mesh
     _check_batch(config, mesh)
-    hand = mano.get_model(config.hand.model_path, config.hand.side)
+    hand = mano.from_config(config)
     main_process = jax.process_index() == 0
     if main_process:
         platform = jax.devices()[0].platform

@@ -1,9 +1,11 @@
-"""Pictures and files for people: mesh export (trimesh), mesh previews, PCK curves, overlays."""
+"""Pictures and files for people: mesh export (trimesh), mesh previews, PCK curves, overlays
+(a crop's prediction and truth; fitted hands over their photo)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -15,14 +17,27 @@ def export_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray
     trimesh.Trimesh(np.asarray(vertices), np.asarray(faces), process=False).export(os.fspath(path))
 
 
+def export_scene(path: str | os.PathLike, meshes: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+    """Writes several meshes (``(vertices [V, 3], faces [F, 3])`` each) into one file (.glb)."""
+    import trimesh
+
+    parts = [trimesh.Trimesh(np.asarray(v), np.asarray(f), process=False) for v, f in meshes]
+    trimesh.Scene(parts).export(os.fspath(path))
+
+
+def _face_normals(tri: np.ndarray) -> np.ndarray:
+    """Unit normals ``[F, 3]`` of triangles ``[F, 3, 3]`` (counter-clockwise: outwards)."""
+    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    return normal / (np.linalg.norm(normal, axis=-1, keepdims=True) + 1e-12)
+
+
 def _draw_mesh(ax, vertices, faces, view, joints=None, color=(0.87, 0.62, 0.48)):
     """Paints a mesh in orthographic projection along +z of ``view`` (back to front)."""
     from matplotlib.collections import PolyCollection
 
     v = vertices @ view.T
     tri = v[faces]
-    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    normal /= np.linalg.norm(normal, axis=-1, keepdims=True) + 1e-12
+    normal = _face_normals(tri)
     order = np.argsort(-tri[:, :, 2].mean(1))
     light = np.array([0.3, -0.4, -1.0]) / np.linalg.norm([0.3, -0.4, -1.0])
     shade = 0.35 + 0.65 * np.clip(normal @ light, 0, 1)
@@ -103,8 +118,13 @@ def pck_plot_png(
             np.asarray(thresholds), np.asarray(pck), marker=".", label=f"{label} (AUC {area:.3f})"
         )
     if reference_auc is not None:
-        ax.axhline(reference_auc, color="0.4", ls="--", lw=1,
-                   label=f"{reference_label}: AUC {reference_auc:.3f}")  # fmt: skip
+        ax.axhline(
+            reference_auc,
+            color="0.4",
+            ls="--",
+            lw=1,
+            label=f"{reference_label}: AUC {reference_auc:.3f}",
+        )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("PCK")
     ax.set_ylim(0.0, 1.02)
@@ -239,8 +259,8 @@ def overlay_png(
         tint[..., 0], tint[..., 3] = 1.0, 0.45 * (np.asarray(mask_pred) > 0.5)
         axes[0].imshow(tint, extent=extent)
     if mask_true is not None and np.any(np.asarray(mask_true) > 0.5):
-        axes[0].contour(centres, centres, np.asarray(mask_true, np.float64), levels=[0.5],
-                        colors="lime", linewidths=1.0)  # fmt: skip
+        mask = np.asarray(mask_true, np.float64)
+        axes[0].contour(centres, centres, mask, levels=[0.5], colors="lime", linewidths=1.0)
     axes[0].set_title("mask (rendered red, truth green)", fontsize=7)
     if joints2d_true is not None:
         _draw_skeleton(axes[1], np.asarray(joints2d_true), "lime", "truth")
@@ -251,8 +271,10 @@ def overlay_png(
         from matplotlib.collections import PolyCollection
 
         tri = np.asarray(vertices2d)[np.asarray(faces)]
-        axes[2].add_collection(PolyCollection(tri, facecolors="none", edgecolors="red",
-                                              linewidths=0.2, alpha=0.6))  # fmt: skip
+        outline = PolyCollection(
+            tri, facecolors="none", edgecolors="red", linewidths=0.2, alpha=0.6
+        )
+        axes[2].add_collection(outline)
     axes[2].set_title("mesh outline", fontsize=7)
     for ax in axes:
         ax.set_xlim(0, image.shape[1])
@@ -300,3 +322,66 @@ def augment_preview_png(
     grid = np.concatenate([np.concatenate(list(row), 1) for row in tiles], 0)
     os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
     Image.fromarray((np.clip(grid, 0, 1) * 255).astype(np.uint8)).save(os.fspath(path))
+
+
+# Fill colours (RGB) of the hands of one image, in turn.
+HAND_COLOURS = ((80, 160, 255), (255, 170, 60), (190, 110, 255), (90, 220, 170))
+
+
+class OverlayHand(NamedTuple):
+    """One fitted hand to draw over its image: ``vertices [V, 3]`` camera space (metres),
+    ``faces [F, 3]``, its projected ``joints2d [21, 2]`` and the ``keypoints [21, 2]`` with
+    ``visibility [21]`` it was fitted to (pixels)."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    joints2d: np.ndarray
+    keypoints: np.ndarray
+    visibility: np.ndarray
+
+
+def hands_overlay(image: np.ndarray, camera, hands: Sequence[OverlayHand]):
+    """The image (uint8 [H, W, 3]) as a PIL image with each hand's mesh (flat-shaded faces
+    drawn back to front, translucent, ``HAND_COLOURS`` in turn), its projected skeleton
+    (green) and its keypoints (red circles). A hand with a vertex behind the camera's
+    ``near`` plane gets no mesh. ``camera``: a ``handfit.render.Camera`` of the image."""
+    import jax.numpy as jnp
+    from PIL import Image, ImageDraw
+
+    from handfit import render, skeleton
+
+    out = Image.fromarray(image).convert("RGBA")
+    layer = Image.new("RGBA", out.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    polys = []
+    for i, hand in enumerate(hands):
+        tri = hand.vertices[hand.faces]  # [F, 3, 3]
+        if np.any(tri[..., 2] <= camera.near):
+            continue
+        uv = render.project(jnp.asarray(hand.vertices[None], jnp.float32), camera)[0]
+        normal = _face_normals(tri)
+        view = tri.mean(1) / np.linalg.norm(tri.mean(1), axis=-1, keepdims=True)
+        light = 0.35 + 0.65 * np.abs(np.sum(normal * view, -1))
+        colour = np.asarray(HAND_COLOURS[i % len(HAND_COLOURS)])
+        for depth, poly, shade in zip(
+            tri[..., 2].mean(-1), np.asarray(uv)[hand.faces], light, strict=True
+        ):
+            polys.append((depth, poly, tuple(int(c) for c in colour * shade)))
+    for _, poly, colour in sorted(polys, key=lambda p: -p[0]):
+        draw.polygon([tuple(p) for p in poly], fill=colour + (170,))
+    out = Image.alpha_composite(out, layer).convert("RGB")
+    draw = ImageDraw.Draw(out)
+    for hand in hands:
+        # markers scale with the image, but no larger than the hand allows (a hand a few
+        # dozen pixels wide stays visible under its 21 keypoints)
+        vis = hand.visibility > 0
+        extent = float(np.ptp(hand.keypoints[vis], 0).max()) if vis.any() else 0.0
+        r = float(np.clip(extent / 40, 1.0, max(1.5, max(image.shape[:2]) / 200)))
+        width = int(np.clip(round(extent / 80), 1, max(1, round(max(image.shape[:2]) / 400))))
+        for a, b in skeleton.BONES:
+            line = [tuple(hand.joints2d[a]), tuple(hand.joints2d[b])]
+            draw.line(line, fill=(40, 220, 40), width=width)
+        for (x, y), v in zip(hand.keypoints, hand.visibility, strict=True):
+            if v > 0:
+                draw.ellipse([x - r, y - r, x + r, y + r], outline=(230, 30, 30), width=width)
+    return out

@@ -64,9 +64,15 @@ def generated(hand, K, seeds, config, backgrounds):
 
     def run(seed):
         return augment.generate(
-            seeds, images, K, key=jax.random.key(seed), model=hand, config=config,
-            backgrounds=backgrounds, base_translation=BASE,
-        )  # fmt: skip
+            seeds,
+            images,
+            K,
+            key=jax.random.key(seed),
+            model=hand,
+            config=config,
+            backgrounds=backgrounds,
+            base_translation=BASE,
+        )
 
     return run(0), run(0), run(1)
 
@@ -198,9 +204,13 @@ def test_colours_come_from_the_seed_image(hand, K, seeds):
     colour = np.array([0.8, 0.3, 0.1], np.float32)
     images = jnp.broadcast_to(jnp.asarray(colour), (B, S, S, 3))
     flat = augment.AugmentConfig(
-        per_seed=2, shape_range=0.0, rotation_deg=(0.0, 0.0, 0.0), ambient=1.0, diffuse=0.0,
+        per_seed=2,
+        shape_range=0.0,
+        rotation_deg=(0.0, 0.0, 0.0),
+        ambient=1.0,
+        diffuse=0.0,
         heatmap_size=HS,
-    )  # fmt: skip
+    )
     seeds = seeds._replace(shape=jnp.zeros_like(seeds.shape))
     out = augment.generate(
         seeds, images, K, key=jax.random.key(5), model=hand, config=flat, base_translation=BASE
@@ -254,6 +264,11 @@ def test_config_from_default_and_bad_input(hand, K, seeds):
         augment.AugmentConfig(rotation_deg=(30.0, 30.0))
     with pytest.raises(ValueError, match="backgrounds must be"):
         augment.generate(
-            seeds, jnp.zeros((B, S, S, 3)), K, key=jax.random.key(0), model=hand,
-            config=made, backgrounds=jnp.zeros((B, S, S, 3)),
-        )  # fmt: skip
+            seeds,
+            jnp.zeros((B, S, S, 3)),
+            K,
+            key=jax.random.key(0),
+            model=hand,
+            config=made,
+            backgrounds=jnp.zeros((B, S, S, 3)),
+        )

@@ -1,6 +1,8 @@
 """Configs: every variant loads; ablation switches turn exactly their part off."""
 
+import ast
 import dataclasses
+import pathlib
 
 import pytest
 
@@ -55,3 +57,15 @@ def test_the_long_run_tests_on_the_default_test_split():
     assert long.num_train > short.num_train
     same_but_size = dataclasses.replace(short.sampling("test"), num_train=long.num_train)
     assert long.sampling("test") == same_but_size
+
+
+def test_configs_import_nothing_from_handfit():
+    for path in sorted(pathlib.Path(default.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            assert not any(n.split(".")[0] == "handfit" for n in names), (path, names)

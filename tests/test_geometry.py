@@ -1,9 +1,8 @@
-"""handfit.geometry against SciPy's rotations and known similarities."""
+"""handfit.geometry against SciPy's rotations, and the tight box of chosen points."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from scipy.spatial.transform import Rotation
 
 from handfit import geometry
@@ -52,33 +51,15 @@ def test_quaternion_round_trips_and_matches_scipy():
         )
 
 
-def test_similarity_align_recovers_a_known_similarity():
-    rng = np.random.default_rng(2)
-    x = rng.normal(size=(21, 3))
-    rot = Rotation.from_rotvec([0.4, -1.2, 2.0]).as_matrix()
-    y = 1.7 * x @ rot.T + np.array([0.1, -2.0, 3.0])
-    with jax.enable_x64(True):
-        aligned, s, r, t = geometry.similarity_align(jnp.asarray(x), jnp.asarray(y))
-        np.testing.assert_allclose(aligned, y, atol=1e-9)
-        np.testing.assert_allclose(s, 1.7, atol=1e-9)
-        np.testing.assert_allclose(r, rot, atol=1e-9)
-        assert np.linalg.det(np.asarray(r)) == pytest.approx(1.0)
-
-
-def test_similarity_align_never_reflects_and_respects_weights():
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=(10, 3))
-    mirrored = x * np.array([-1.0, 1, 1])
-    _, _, r, _ = geometry.similarity_align(jnp.asarray(x), jnp.asarray(mirrored))
-    assert np.linalg.det(np.asarray(r)) == pytest.approx(1.0, abs=1e-5)
-    # a wildly wrong point with zero weight does not change the fit
-    y = x + 1.0
-    y_bad = y.copy()
-    y_bad[0] = 100.0
-    w = np.ones(10)
-    w[0] = 0.0
-    aligned, _, _, _ = geometry.similarity_align(jnp.asarray(x), jnp.asarray(y_bad), jnp.asarray(w))
-    np.testing.assert_allclose(np.asarray(aligned)[1:], y[1:], atol=1e-4)
+def test_tight_box_uses_only_the_chosen_points_in_numpy_and_jnp():
+    points = np.array([[[10.0, 20.0], [50.0, 40.0], [np.nan, 500.0], [30.0, 30.0]]] * 2)
+    use = np.array([[True, True, False, True], [False, False, False, False]])
+    box = geometry.tight_box(points, use)
+    assert isinstance(box, np.ndarray) and box.dtype == np.float64
+    np.testing.assert_array_equal(box[0], [10.0, 20.0, 50.0, 40.0])  # NaN / outlier unused
+    np.testing.assert_array_equal(box[1], [np.inf, np.inf, -np.inf, -np.inf])  # nothing used
+    traced = jax.jit(geometry.tight_box)(jnp.asarray(points, jnp.float32), jnp.asarray(use))
+    np.testing.assert_array_equal(traced, box.astype(np.float32))
 
 
 def test_random_rotations_are_rotations_within_the_angle_limits():

@@ -118,7 +118,9 @@ def test_box_size_uses_visible_joints_only():
     j[0, 1] = (50.0, 40.0)
     j[0, 2] = (500.0, 500.0)  # invisible outlier
     c = losses.box_size(joints2d=jnp.asarray(j), visible=_visible_except(1, 2))
-    np.testing.assert_allclose(c, [1.5 * 40.0])
+    np.testing.assert_allclose(c, [1.5 * 40.0])  # config.data.crop_scale's default
+    c = losses.box_size(joints2d=jnp.asarray(j), visible=_visible_except(1, 2), crop_scale=2.0)
+    np.testing.assert_allclose(c, [2.0 * 40.0])
 
 
 def _hand_joints(batch=3, seed=0):

@@ -480,3 +480,24 @@ def test_left_shapedirs_fix(tmp_path):
     np.testing.assert_array_equal(
         mano.load(pair / "MANO_LEFT.npz", fix_left_shapedirs=False).shapedirs, left.shapedirs
     )
+
+
+def test_from_config_loads_the_configured_hand_once_until_its_file_changes(tmp_path):
+    import ml_collections
+
+    path = tmp_path / "hand.npz"
+    mano.save_npz(random_model(3), path)
+    config = ml_collections.ConfigDict({"hand": {"model_path": str(path), "side": "left"}})
+    first = mano.from_config(config)
+    assert first.side == "left"  # a right-hand file asked for as left is mirrored
+    np.testing.assert_array_equal(first.v_template, mano.get_model(str(path), "left").v_template)
+    assert mano.from_config(config) is first
+    mano.save_npz(random_model(4), path)
+    os.utime(path, ns=(0, 0))  # another file: its modification time differs
+    changed = mano.from_config(config)
+    assert changed is not first
+    np.testing.assert_array_equal(changed.v_template, mano.get_model(str(path), "left").v_template)
+    open_right = mano.from_config(
+        ml_collections.ConfigDict({"hand": {"model_path": "", "side": "right"}})
+    )
+    assert open_right is mano.open_hand("right")

@@ -149,8 +149,13 @@ def test_nan_evidence_is_rejected_naming_field_and_example(main_run, model, came
     with pytest.raises(ValueError, match=r"evidence\.mask must be \[B, H, W\]"):
         refine.refine(start, evidence._replace(mask=evidence.mask[:, :10]), model, camera, CFG)
     with pytest.raises(ValueError, match="needs evidence.mask"):
-        refine.refine(start, evidence._replace(mask=None), model, camera,
-                      refine.RefineConfig(silhouette_target="mask"))  # fmt: skip
+        refine.refine(
+            start,
+            evidence._replace(mask=None),
+            model,
+            camera,
+            refine.RefineConfig(silhouette_target="mask"),
+        )
 
 
 def test_config_from_config_section():
@@ -193,8 +198,13 @@ def test_frozen_groups_hooks_and_one_trace(main_run, model, camera):
         return x.reshape(x.shape[0], -1) @ weights
 
     hooks = refine.DHPEHooks(refine_joints2d=f_r, features=features, images=images)
-    cfg = refine.RefineConfig(steps=4, render_size=32, budget=BUDGET,
-                              silhouette_target="features", freeze=("trans", "scale"))  # fmt: skip
+    cfg = refine.RefineConfig(
+        steps=4,
+        render_size=32,
+        budget=BUDGET,
+        silhouette_target="features",
+        freeze=("trans", "scale"),
+    )
 
     @jax.jit
     @chex.assert_max_traces(n=1)
@@ -252,8 +262,9 @@ def test_world_terms_measure_relative_shape_and_bone_directions(model):
     small = 0.8 * (joints - centre) + centre
     assert float(refine._world_bones(joints, small, vis)[0]) < 1e-10
     assert float(refine._world_joints(joints, small, vis)[0]) > 1e-5
-    turned = jnp.einsum("ij,bkj->bki", geometry.axis_angle_to_matrix(jnp.array([0.0, 0.0, 0.3])),
-                        joints)  # fmt: skip
+    turned = jnp.einsum(
+        "ij,bkj->bki", geometry.axis_angle_to_matrix(jnp.array([0.0, 0.0, 0.3])), joints
+    )
     assert float(refine._world_bones(joints, turned, vis)[0]) > 1e-3
     # invisible joints do not count
     wrong = joints.at[0, 20].add(0.05)

@@ -10,7 +10,7 @@ import trimesh
 from PIL import Image
 
 from configs import default
-from handfit import geometry, mano, params, refine_cli, render
+from handfit import geometry, mano, params, refine_cli, render, viz
 from handfit.params import MeshParams
 
 SIZE = 64
@@ -78,8 +78,12 @@ def test_run_writes_mesh_parameters_and_overlay(tmp_path, scene):
     assert np.mean(err) < 4.0, err
     np.testing.assert_allclose(hand["error2d_px"], np.mean(err), rtol=1e-4)
     # the mesh in the .obj projects where the JSON says
-    uv = render.project(jnp.asarray(mesh.vertices[None], jnp.float32), render.perspective_camera(
-        *(record["camera"][k] for k in ("fx", "fy", "cx", "cy")), SIZE, SIZE))  # fmt: skip
+    uv = render.project(
+        jnp.asarray(mesh.vertices[None], jnp.float32),
+        render.perspective_camera(
+            *(record["camera"][k] for k in ("fx", "fy", "cx", "cy")), SIZE, SIZE
+        ),
+    )
     assert np.all(np.isfinite(np.asarray(uv)))
     overlay = np.asarray(Image.open(out / "hand_overlay.png"))
     assert overlay.shape == (SIZE, SIZE, 3)
@@ -144,8 +148,12 @@ def test_every_image_is_processed_and_failures_are_listed(tmp_path, scene):
     assert (tmp_path / "work" / "refine" / "hand.json").is_file()
     inputs = refine_cli._Inputs(folder)
     assert [inputs.out_name(p) for p in inputs.images] == [
-        "a_bad", "hand", "no_keypoints", "twin.jpg", "twin.png"
-    ]  # fmt: skip
+        "a_bad",
+        "hand",
+        "no_keypoints",
+        "twin.jpg",
+        "twin.png",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -194,10 +202,9 @@ def test_overlay_markers_leave_a_small_hand_visible():
     grey = np.full((1000, 1000, 3), 128, np.uint8)
     grid = np.stack(np.meshgrid(np.linspace(0, 40, 5), np.linspace(0, 40, 5)), -1)
     kp = (500 + grid.reshape(-1, 2)[:21]).astype(np.float32)
-    hand = refine_cli.HandInput("right", kp, np.ones(21, np.float32))
+    hand = viz.OverlayHand(np.zeros((0, 3)), np.zeros((0, 3), int), kp, kp, np.ones(21))
     camera = render.perspective_camera(1200.0, 1200.0, 500.0, 500.0, 1000, 1000)
-    out = np.asarray(refine_cli._overlay(grey, camera, [(np.zeros((0, 3)), np.zeros((0, 3),
-                                                         int), kp, hand)]))  # fmt: skip
+    out = np.asarray(viz.hands_overlay(grey, camera, [hand]))
     box = out[495:546, 495:546].reshape(-1, 3)
     red = np.all(box == (230, 30, 30), -1)
     assert 0 < red.mean() < 0.25, red.mean()

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from handfit import skeleton
 from handfit.errors import UserError
 
 LEFT = "left"
@@ -264,14 +263,6 @@ def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
     points = np.asarray(points, np.float64)
     uvw = points @ np.asarray(K, np.float64).T
     return (uvw[..., :2] / uvw[..., 2:3]).astype(np.float32)
-
-
-def fingertips_only(joints: np.ndarray) -> np.ndarray:
-    """Canonical ``[21, D]`` with everything but the five fingertips set to NaN."""
-    out = np.full_like(joints, np.nan)
-    tips = list(skeleton.FINGERTIPS)
-    out[tips] = joints[tips]
-    return out
 
 
 def mirror(example: Example) -> Example:

@@ -29,6 +29,7 @@ import grain
 import numpy as np
 from scipy import ndimage
 
+from handfit import geometry
 from handfit.data import example
 
 MIRROR = np.diag([-1.0, 1.0, 1.0])
@@ -48,15 +49,15 @@ BATCH_KEYS = (
 
 
 def tight_box(joints2d: np.ndarray, visible: np.ndarray, where: str = "example") -> np.ndarray:
-    """``(u_min, v_min, u_max, v_max)`` of the visible (else all labelled) 2D joints ``[21, 2]``."""
+    """``(u_min, v_min, u_max, v_max)`` of the visible (else all labelled) 2D joints ``[21, 2]``
+    (``geometry.tight_box``); raises naming ``where`` when no joint is labelled."""
     finite = np.isfinite(joints2d).all(-1)
     use = finite & visible
     if not use.any():
         use = finite
     if not use.any():
         raise ValueError(f"{where}: no labelled 2D joint to place a crop around")
-    pts = joints2d[use]
-    return np.concatenate([pts.min(0), pts.max(0)])
+    return geometry.tight_box(joints2d, use)
 
 
 def crop_matrix(center: np.ndarray, side: float, out_size: int) -> np.ndarray:
