@@ -51,8 +51,8 @@ def _like(value: Any, default: Any) -> Any:
     """``value`` as the type of the field's ``default``: lists as tuples, ints as floats where
     the default is a float (a hashable, exactly typed static argument of jit)."""
     if isinstance(value, list | tuple):
-        floats = isinstance(default, tuple) and default and isinstance(default[0], float)
-        return tuple(float(v) if floats else v for v in value)
+        element = default[0] if isinstance(default, tuple) and default else None
+        return tuple(_like(v, element) for v in value)
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
