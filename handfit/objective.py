@@ -38,6 +38,7 @@ class LossOptions:
     mesh_iterations: str = "last"
     laplacian_mode: str = "delta"
     heatmap_form: str = "gaussian"
+    crop_scale: float = losses.CROP_SCALE  # Eq. 8's c over the joints' box side
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> LossOptions:
@@ -61,6 +62,7 @@ class LossOptions:
             use_refiner=bool(config.model.use_refiner),
             mesh_iterations=loss.mesh_iterations,
             laplacian_mode=loss.laplacian_mode,
+            crop_scale=float(config.data.crop_scale),
             heatmap_form=config.model.heatmap_form,
         )
 
@@ -121,7 +123,8 @@ def dhpe_loss(
     # Eq. 8's c from the whole labelled hand, projected: the pipeline's norm_size boxes the
     # visible joints only, a point when one joint is visible (c = 0 gives NaN).
     true2d = render.project(batch["joints3d"], render.crop_camera(batch["K"], int(crop)))
-    box = jnp.maximum(losses.box_size(joints2d=true2d, visible=labelled3d), 1.0)
+    box = losses.box_size(joints2d=true2d, visible=labelled3d, crop_scale=options.crop_scale)
+    box = jnp.maximum(box, 1.0)
 
     def mesh_terms(t):
         terms = {

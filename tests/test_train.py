@@ -17,7 +17,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from configs import tiny
-from handfit import config_check, losses, mano, params, train, viz
+from handfit import config_check, losses, mano, objective, params, train, viz
 from handfit.data import pipeline
 
 SIZE = 32
@@ -319,3 +319,13 @@ def test_learning_curves_draw_every_loss_term():
     drawn = {m for _, members in viz.CURVE_PANELS for m in members}
     for term in set(losses.DEFAULT_WEIGHTS) | {"total", "shape_gate", "learning_rate"}:
         assert term in drawn, term
+
+
+def test_eq8_box_follows_the_configured_crop_scale():
+    """Eq. 8's c is data.crop_scale x the joints' box (it was 1.5 whatever the config said)."""
+    from configs import tiny
+
+    config = tiny.get_config()
+    config.data.crop_scale = 2.0
+    assert objective.LossOptions.from_config(config).crop_scale == 2.0
+    assert objective.LossOptions().crop_scale == tiny.get_config().data.crop_scale
