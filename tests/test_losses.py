@@ -307,10 +307,10 @@ def test_total_loss_weights_and_logs():
 
 def test_aligned_articulation_ignores_the_global_rotation_but_not_the_pose():
     rng = np.random.default_rng(3)
-    true = rng.normal(0.0, 0.03, (2, J, 3)) + np.array([0.0, 0.0, 0.5])
+    true = (rng.normal(0.0, 0.03, (2, J, 3)) + np.array([0.0, 0.0, 0.5])).astype(np.float32)
     root = true[:, 9:10]
     turn = geometry.axis_angle_to_matrix(jnp.asarray([[0.3, -1.2, 2.0], [1.0, 0.5, -0.4]]))
-    turned = np.einsum("bxy,bjy->bjx", np.asarray(turn), true - root) + root
+    turned = (np.einsum("bxy,bjy->bjx", np.asarray(turn), true - root) + root).astype(np.float32)
     kw = dict(box_size=jnp.full((2,), 100.0), focal=jnp.full((2,), 200.0))
     aligned = losses.aligned_articulation_loss(joints3d_pred=turned, joints3d_true=true, **kw)
     plain = losses.articulation_loss(joints3d_pred=turned, joints3d_true=true, **kw)
