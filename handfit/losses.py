@@ -65,6 +65,18 @@ def feature_loss(*, features: jnp.ndarray, masked_features: jnp.ndarray) -> jnp.
     return jnp.mean(jnp.square(features - masked_features))
 
 
+def _stages(heatmaps: jnp.ndarray, targets: jnp.ndarray) -> jnp.ndarray:
+    """``[S, B, H, W, J]`` maps of every stage (one stage when given ``[B, H, W, J]``),
+    checked against ``targets [B, H, W, J]``."""
+    stages = heatmaps if heatmaps.ndim == 5 else heatmaps[None]
+    if stages.shape[1:] != targets.shape:
+        raise ValueError(
+            f"heatmaps {heatmaps.shape} do not match targets {targets.shape} "
+            "([B, H, W, J] or [S, B, H, W, J])"
+        )
+    return stages
+
+
 def heatmap_loss(
     *, heatmaps: jnp.ndarray, targets: jnp.ndarray, visible: jnp.ndarray | None = None
 ) -> jnp.ndarray:
@@ -78,12 +90,7 @@ def heatmap_loss(
     Returns:
       Sum over stages of the mean squared error over the visible maps' pixels.
     """
-    stages = heatmaps if heatmaps.ndim == 5 else heatmaps[None]
-    if stages.shape[1:] != targets.shape:
-        raise ValueError(
-            f"heatmaps {heatmaps.shape} do not match targets {targets.shape} "
-            "([B, H, W, J] or [S, B, H, W, J])"
-        )
+    stages = _stages(heatmaps, targets)
     b, _, _, j = targets.shape
     mask = jnp.ones((b, j)) if visible is None else visible
     mask = mask.astype(stages.dtype)[:, None, None, :]  # [B, 1, 1, J]
@@ -109,12 +116,7 @@ def heatmap_ce_loss(
     Returns:
       Sum over stages of the mean cross-entropy over the visible joints.
     """
-    stages = heatmaps if heatmaps.ndim == 5 else heatmaps[None]
-    if stages.shape[1:] != targets.shape:
-        raise ValueError(
-            f"heatmaps {heatmaps.shape} do not match targets {targets.shape} "
-            "([B, H, W, J] or [S, B, H, W, J])"
-        )
+    stages = _stages(heatmaps, targets)
     b, h, w, j = targets.shape
     total = jnp.sum(targets, axis=(1, 2))  # [B, J]
     mask = (jnp.ones((b, j)) if visible is None else visible.astype(targets.dtype)) * (total > 0)
