@@ -636,6 +636,21 @@ def _start_rotations() -> np.ndarray:
     return np.stack(out)
 
 
+def _placement(fit: tuple, size: float, cam: Camera, i: int) -> tuple:
+    """(rotation [3, 3], metric scale, middle MCP position [3]) of example ``i``'s coarse fit
+    ``(residual, s, R, t)`` (normalised image coordinates), for a hand ``size`` times the
+    model's: a weak camera takes the fit's scale as the hand's, a perspective one as depth."""
+    _, s, rot, t = fit
+    s = s / size
+    ref = cam.ref_depth[i]
+    if cam.weak:
+        scale, depth = max(s * ref, 1e-6), params.BASE_TRANSLATION[2]
+    else:
+        scale, depth = params.BASE_SCALE, params.BASE_SCALE / max(s, 1e-6)
+    lift = ref if cam.weak else depth  # normalised image coordinates to metres
+    return rot, scale, np.array([t[0] * lift, t[1] * lift, depth])
+
+
 def align(
     joints2d: jnp.ndarray,
     visibility: jnp.ndarray,
@@ -700,18 +715,10 @@ def align(
             ri = vis[i][:, None] * (rest - np.average(rest, axis=0, weights=vis[i]))
             size = float(np.sqrt(np.sum(wi**2) / max(np.sum(ri**2), 1e-12)))
         for k in range(keep):
-            if not fits:
-                starts.append((np.eye(3), params.BASE_SCALE, base))  # the neutral start
-                continue
-            _, s, rot, t = fits[min(k, len(fits) - 1)]
-            s = s / size
-            ref = cam.ref_depth[i]
-            if cam.weak:
-                scale, depth = max(s * ref, 1e-6), base[2]
-            else:
-                scale, depth = params.BASE_SCALE, params.BASE_SCALE / max(s, 1e-6)
-            lift = ref if cam.weak else depth  # normalised image coordinates to metres
-            starts.append((rot, scale, np.array([t[0] * lift, t[1] * lift, depth])))
+            neutral = (np.eye(3), params.BASE_SCALE, base)
+            starts.append(
+                _placement(fits[min(k, len(fits) - 1)], size, cam, i) if fits else neutral
+            )
     n = len(starts)
     rot, scale, position = (
         jnp.asarray(np.reshape([x[j] for x in starts], shape), jnp.float32)
