@@ -231,7 +231,8 @@ def generate(
       backgrounds: [B * per_seed, S, S, 3] in [0, 1], or None for procedural ones drawn
         from ``key``. Example ``b * per_seed + j`` uses background ``b * per_seed + j``.
       base_translation: [3] or [B, 3], where the seeds' ``trans = 0`` puts the middle MCP
-        (as given to ``params.mesh`` when the seeds were predicted).
+        (``params.mesh``; a DHPE's seeds: ``params.crop_base_translation(K, S)``). The
+        generated hands' parameters use the same base.
     Returns:
       :class:`Augmented`: ``batch`` holds B * per_seed examples with the keys, shapes and
       dtypes of ``pipeline.process``, ready to concatenate with the real batch.
@@ -252,7 +253,7 @@ def generate(
         )
     seeds, images, K = jax.lax.stop_gradient((seeds, images.astype(jnp.float32), K))
     base = jnp.broadcast_to(jnp.asarray(base_translation, jnp.float32), (b, 3))
-    scale = jnp.exp(seeds.scale[:, 0]) * params.BASE_SCALE  # [B]
+    scale = params.metric_scale(seeds)  # [B]
 
     # 1. Texture from the seed image.
     camera = rnd.crop_camera(K, s)
@@ -274,18 +275,12 @@ def generate(
     )
     turn = geometry.random_rotations(k_rot, config.rotation_deg, (b, k))  # [B, k, 3, 3]
     rot = (turn @ params.rotation(seeds)[:, None]).reshape(n, 3, 3)
-    identity = jnp.array([1.0, 0.0, 0.0, 0.0], jnp.float32)
 
     def repeat(x):
         return jnp.repeat(x, k, axis=0)
 
-    new = params.MeshParams(
-        pose=repeat(seeds.pose),
-        shape=shape,
-        quat=geometry.matrix_to_quaternion(rot) - identity,
-        scale=repeat(seeds.scale),
-        trans=repeat(seeds.trans),
-    )
+    # The seed's pose, scale and root position; a new shape and rotation.
+    new = jax.tree.map(repeat, seeds)._replace(shape=shape, quat=params.encode_rotation(rot))
     mesh = params.mesh(new, model, base_translation=repeat(base))
 
     # 3. Render and composite.

@@ -171,17 +171,6 @@ def _render(vertices, joints, camera: render.Camera, faces) -> dict[str, jax.Arr
     }
 
 
-def refine_start(p: jax.Array, K: jax.Array, crop_size: float) -> params.MeshParams:
-    """DHPE parameters ``p [B, 63]`` of crops with ``K [B, 3, 3]`` as ``handfit.refine``'s start.
-
-    ``refine`` places a hand with ``params.mesh``'s fixed base translation, the DHPE with a
-    per-crop one (``dhpe.place``): the translation is shifted by their difference, so the
-    start is the same mesh (``refine.dhpe_hooks`` undoes the shift before f_R).
-    """
-    shift = dhpe.base_translation(K, crop_size) - jnp.asarray(params.BASE_TRANSLATION, p.dtype)
-    return params.MeshParams.from_vector(p.at[:, -3:].add(shift))
-
-
 def _predict(
     variables, images, K, *, model: dhpe.DHPE, hand: mano.HandModel, refine_config, reestimate
 ):
@@ -197,12 +186,16 @@ def _predict(
     }
     joints2d = {"cpm": out.joints2d_cpm, "refiner": out.joints2d[-1]}
     if refine_config is not None:
-        start = refine_start(out.params[-1], K, float(s))
+        # p(T) as the network placed it: from its crops' base point (params.mesh).
+        start = params.MeshParams.from_vector(out.params[-1])
         evidence = refine.Evidence(
             joints2d=out.joints2d[-1], visible=jnp.ones((b, skeleton.NUM_JOINTS))
         )
-        hooks = refine.dhpe_hooks(model, variables, images, K) if reestimate else None
-        res = refine.refine(start, evidence, hand, camera, refine_config, hooks)
+        hooks = refine.dhpe_hooks(model, variables, images) if reestimate else None
+        crop_base = params.crop_base_translation(K, float(s))
+        res = refine.refine(
+            start, evidence, hand, camera, refine_config, hooks, base_translation=crop_base
+        )
         pred["refined"] = _render(res.vertices, res.joints3d, camera, hand.faces)
         joints2d["refined_target"] = res.target2d
     return pred, joints2d

@@ -101,7 +101,7 @@ def dhpe_loss(
         visible [B, 21], heatmaps [B, 21, hs, hs] (channel-first, as the pipeline gives
         them). Eq. 8's c is 1.5 x the box of the labelled 3D joints projected with K
         (not the pipeline's norm_size, which boxes the visible joints only).
-      hand: the hand model (its template and the model-frame mesh for the Laplacian).
+      hand: the hand model (its template for the Laplacian, its joint limits).
       faces: [F, 3] the hand's faces as a concrete NumPy array (the Laplacian's table).
       options: weights and switches (:class:`LossOptions`).
       silhouettes: ``DHPE.silhouettes`` of ``out.vertices``: silhouette [T, B, R, R] and
@@ -145,9 +145,8 @@ def dhpe_loss(
                 visible=labelled3d,
             )
         p = params.MeshParams.from_vector(out.params[t])
-        frame = mano.forward(hand, p.pose, p.shape)  # the model's frame (losses.laplacian_loss)
         terms["laplacian"] = losses.laplacian_loss(
-            vertices=frame.vertices,
+            vertices=out.model_vertices[t],  # the model's frame (losses.laplacian_loss)
             template=hand.v_template,
             faces=faces,
             mode=options.laplacian_mode,

@@ -19,13 +19,13 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from handfit import defaults, geometry, losses, mano, metrics, params, render, skeleton
-from handfit.models.dhpe import DHPE, base_translation
+from handfit import defaults, losses, mano, metrics, params, render, skeleton
 from handfit.params import MeshParams
 from handfit.render.camera import Camera, batch_camera
 
@@ -72,33 +72,30 @@ class _Hook:
     """A DHPE method as a module-level callable (hashable, equal for equal models), bound to
     its arrays by ``jax.tree_util.Partial`` so that a hook is a pytree."""
 
-    model: DHPE
+    model: nn.Module  # a handfit.models.dhpe.DHPE
     method: str  # 'features' or 'refine_joints2d'
 
     def __call__(self, variables, *args):
         if self.method == "features":
             (images,) = args
-            return self.model.apply(variables, images, train=False, method=DHPE.features)
-        shift, features, p, joints3d, joints2d = args
-        p = p.at[:, -3:].add(-shift)  # refine's placement -> the DHPE's (see dhpe_hooks)
+            return self.model.apply(variables, images, train=False, method="features")
+        features, p, joints3d, joints2d = args
         return self.model.apply(
-            variables, p, features, joints3d, joints2d, method=DHPE.refine_joints2d
+            variables, p, features, joints3d, joints2d, method="refine_joints2d"
         )
 
 
-def dhpe_hooks(model: DHPE, variables: Any, images: jax.Array, K: jax.Array) -> DHPEHooks:
+def dhpe_hooks(model: nn.Module, variables: Any, images: jax.Array) -> DHPEHooks:
     """The trained DHPE's f_R and f_F for test-time refinement (:class:`DHPEHooks`).
 
-    Placement: :func:`refine` places parameters with ``params.mesh``'s fixed base
-    translation (``params.BASE_TRANSLATION``), the DHPE with a per-crop one
-    (``dhpe.base_translation``). The hooks take the *refinement's* parameters: a DHPE vector
-    ``p`` is the refinement's ``p`` with ``trans + base_translation(K) - BASE_TRANSLATION``,
-    and ``refine_joints2d`` subtracts that shift before calling f_R, so f_R sees p(t) as it
-    was trained on. f_R's pooled feature f is computed once here from ``images``.
+    f_R reads the parameters as the DHPE places them, from the crops' base point: refine
+    the network's p(t) as it is, with ``base_translation=params.crop_base_translation(K,
+    S)`` (as ``evaluate`` does). f_R's pooled feature f is computed once here from ``images``.
 
     Args:
-      model: the DHPE; variables: its ``params`` and ``batch_stats``.
-      images: [B, S, S, 3] the crops in [0, 1]; K: [B, 3, 3] their intrinsics.
+      model: the DHPE (``handfit.models.dhpe.DHPE``); variables: its ``params`` and
+        ``batch_stats``.
+      images: [B, S, S, 3] the crops in [0, 1].
     Returns:
       DHPEHooks(refine_joints2d: (p [B, 63], joints3d [B, 21, 3] camera space, joints2d
       [B, 21, 2] crop pixels) -> [B, 21, 2]; features: (images [B, S, S, 3]) -> [B, D];
@@ -106,12 +103,10 @@ def dhpe_hooks(model: DHPE, variables: Any, images: jax.Array, K: jax.Array) -> 
       :func:`refine` compiles once for all hooks of one model (the variables and images
       are traced arguments).
     """
-    base = base_translation(K, float(model.crop_size))
-    shift = base - jnp.asarray(params.BASE_TRANSLATION, base.dtype)
     features = jax.tree_util.Partial(_Hook(model, "features"), variables)
     return DHPEHooks(
         refine_joints2d=jax.tree_util.Partial(
-            _Hook(model, "refine_joints2d"), variables, shift, features(images)
+            _Hook(model, "refine_joints2d"), variables, features(images)
         ),
         features=features,
         images=images,
@@ -318,6 +313,18 @@ def _check_inputs(p: MeshParams, ev: Evidence, camera: Camera, cfg: RefineConfig
     return target
 
 
+def _base_points(base_translation, trans: jnp.ndarray) -> jnp.ndarray:
+    """``base_translation`` ([3] or [B, 3]) as [B, 3] in ``trans``'s dtype; errors name it."""
+    base = jnp.asarray(base_translation, trans.dtype)
+    if base.shape not in ((3,), trans.shape):
+        raise ValueError(
+            f"refine: base_translation must be [3] or [B, 3] = {list(trans.shape)}, "
+            f"got {base.shape}"
+        )
+    _check_finite("base_translation", jnp.broadcast_to(base, trans.shape))
+    return jnp.broadcast_to(base, trans.shape)
+
+
 def refine(
     params: MeshParams,
     evidence: Evidence,
@@ -325,11 +332,14 @@ def refine(
     camera: Camera,
     config: Mapping | RefineConfig,
     dhpe: DHPEHooks | None = None,
+    *,
+    base_translation: jax.Array | tuple = params.BASE_TRANSLATION,
 ) -> RefineResult:
     """Eq. 13: ``config.steps`` gradient steps on the 63 parameters towards the evidence.
 
     Args:
-      params: the start, MeshParams with batch B (e.g. the network's estimate).
+      params: the start, MeshParams with batch B (e.g. the network's estimate), placed
+        from ``base_translation``.
       evidence: Evidence(joints2d [B, 21, 2] px, visible [B, 21], mask [B, H, W] or None),
         in the camera's image. NaN or inf is rejected here, naming the field and example.
       model: the hand model.
@@ -340,6 +350,9 @@ def refine(
         the 2D target is re-estimated by f_R from the current parameters at every step (as
         the paper does); with ``features`` and ``images`` the 'features' silhouette term is
         available.
+      base_translation: [3] or [B, 3], where ``trans = 0`` puts the middle MCP (metres;
+        ``params.mesh``): ``params.BASE_TRANSLATION``, or for a DHPE's estimates its crops'
+        ``params.crop_base_translation(K, S)``. The result's parameters use the same base.
 
     Returns:
       RefineResult. A pure function of its inputs: it may be called under ``jit`` or
@@ -348,6 +361,7 @@ def refine(
     """
     cfg = RefineConfig.from_config(config)
     target = _check_inputs(params, evidence, camera, cfg, dhpe)
+    base = _base_points(base_translation, params.trans)
     evidence = evidence._replace(
         joints2d=_known(evidence.joints2d, evidence.visible),
         world=None if evidence.world is None else _known(evidence.world, evidence.visible),
@@ -364,21 +378,21 @@ def refine(
     f_f = None if dhpe is None else _as_pytree(dhpe.features)
     images = None if dhpe is None else dhpe.images
     run = functools.partial(_refine, cfg=cfg, target=target, faces=static_faces)
-    args = (params, evidence, model, camera, images, f_r, f_f)
+    args = (params, evidence, model, camera, base, images, f_r, f_f)
     if params.pose.shape[0] == 0:
         return _empty_result(run, args)
-    budget = cfg.budget or _auto_budget(params, model, camera, cfg)
+    budget = cfg.budget or _auto_budget(params, model, camera, base, cfg)
     return run(*args, budget=budget)
 
 
 def _empty_result(run: Callable, args: tuple) -> RefineResult:
     """The result for a batch of 0: the shapes of a batch of 1's result, batch axis 0."""
-    p, ev, model, camera, images, f_r, f_f = args
+    p, ev, model, camera, base, images, f_r, f_f = args
 
     def one(x):
         return jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype)
 
-    batched = jax.tree.map(one, (p, ev, camera, images))
+    batched = jax.tree.map(one, (p, ev, camera, base, images))
     shapes = jax.eval_shape(
         lambda *a: run(*a, budget=512), *batched[:2], model, *batched[2:], f_r, f_f
     )
@@ -402,7 +416,9 @@ def _as_pytree(hook: Callable | None) -> jax.tree_util.Partial | None:
     return jax.tree_util.Partial(hook)
 
 
-def _auto_budget(p: MeshParams, model: mano.HandModel, camera: Camera, cfg: RefineConfig) -> int:
+def _auto_budget(
+    p: MeshParams, model: mano.HandModel, camera: Camera, base: jax.Array, cfg: RefineConfig
+) -> int:
     """The start mesh's (face, window) pairs times ``budget_margin``, rounded up to 512.
 
     0 when the silhouette term is off. Falls back to ``render.soft.default_budget`` (enough
@@ -412,16 +428,17 @@ def _auto_budget(p: MeshParams, model: mano.HandModel, camera: Camera, cfg: Refi
     if cfg.silhouette_weight <= 0:
         return 0
     h, w = _render_shape(camera, cfg.render_size)
-    if not all(_is_concrete(x) for x in jax.tree.leaves((p, model, camera))):
+    if not all(_is_concrete(x) for x in jax.tree.leaves((p, model, camera, base))):
         return render.soft.default_budget(int(model.faces.shape[0]), h, w, cfg.tile)
-    need = _start_need(p, model, render.resize(camera, (h, w)), sigma=cfg.sigma, tile=cfg.tile)
+    small = render.resize(camera, (h, w))
+    need = _start_need(p, model, small, base, sigma=cfg.sigma, tile=cfg.tile)
     return 512 * max(1, math.ceil(float(np.max(need)) * cfg.budget_margin / 512))
 
 
 @functools.partial(jax.jit, static_argnames=("sigma", "tile"))
-def _start_need(p: MeshParams, model: mano.HandModel, camera: Camera, *, sigma, tile):
-    """[B] (face, window) pairs the silhouettes of ``p``'s meshes need."""
-    verts = params.mesh(p, model).vertices
+def _start_need(p: MeshParams, model: mano.HandModel, camera: Camera, base, *, sigma, tile):
+    """[B] (face, window) pairs the silhouettes of ``p``'s meshes (placed from ``base``) need."""
+    verts = params.mesh(p, model, base_translation=base).vertices
     return render.candidate_count(verts, model.faces, camera, sigma=sigma, tile=tile)
 
 
@@ -479,7 +496,7 @@ def _group_optimizer(cfg: RefineConfig) -> optax.GradientTransformation:
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "target", "faces", "budget"))
-def _refine(p0, evidence, model, camera, images, f_r, f_f, *, cfg, target, faces, budget):
+def _refine(p0, evidence, model, camera, base, images, f_r, f_f, *, cfg, target, faces, budget):
     b = p0.pose.shape[0]
     dtype = p0.pose.dtype
     faces_arr = model.faces if faces is None else faces.array
@@ -497,16 +514,19 @@ def _refine(p0, evidence, model, camera, images, f_r, f_f, *, cfg, target, faces
         )
         return out.silhouette, out.overflow
 
+    def place(p):
+        return params.mesh(p, model, base_translation=base)
+
     sil_target = feat_target = None
     if use_sil and target == "mask":
         sil_target = jax.image.resize(evidence.mask.astype(dtype), (b, h, w), "linear")
     elif use_sil and target == "initial":
-        sil_target = jax.lax.stop_gradient(silhouette(params.mesh(p0, model).vertices)[0])
+        sil_target = jax.lax.stop_gradient(silhouette(place(p0).vertices)[0])
     elif use_sil and target == "features":
         feat_target = jax.lax.stop_gradient(f_f(images))
 
     def loss_fn(p, prev2d):
-        out = params.mesh(p, model)
+        out = place(p)
         joints2d = render.project(out.joints, camera)
         target2d = prev2d
         if use_fr:
@@ -545,10 +565,6 @@ def _refine(p0, evidence, model, camera, images, f_r, f_f, *, cfg, target, faces
         if ev_world is not None and cfg.world_bones_weight > 0:
             terms["world_bones"] = _world_bones(out.joints, ev_world, visible)
         if cfg.laplacian_weight > 0:
-            # Model-frame vertices (the Laplacian ignores translation): R^T (v - t) / s.
-            trans = jnp.asarray(params.BASE_TRANSLATION, dtype) + p.trans
-            scale = params.BASE_SCALE * jnp.exp(p.scale)[..., None]
-            local = jnp.einsum("bji,bvj->bvi", params.rotation(p), out.vertices - trans[:, None])
             terms["laplacian"] = _per_example(
                 lambda v: losses.laplacian_loss(
                     vertices=v,
@@ -556,7 +572,7 @@ def _refine(p0, evidence, model, camera, images, f_r, f_f, *, cfg, target, faces
                     faces=faces.array,
                     mode=cfg.laplacian_mode,
                 ),
-                local / scale,
+                out.model_frame.vertices,
             )
         weights = {
             "joints2d": cfg.joints2d_weight,
@@ -595,7 +611,7 @@ def _refine(p0, evidence, model, camera, images, f_r, f_f, *, cfg, target, faces
     )
     final = jax.lax.fori_loop(0, cfg.steps, step, carry) if cfg.steps else carry  # 0: the start
     p, _, target2d, loss_buf, term_buf, overflow = final
-    out = params.mesh(p, model)
+    out = place(p)
     return RefineResult(
         params=p,
         vertices=out.vertices,
@@ -618,6 +634,21 @@ def _start_rotations() -> np.ndarray:
             rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
             out.append(rx @ ry)
     return np.stack(out)
+
+
+def _placement(fit: tuple, size: float, cam: Camera, i: int) -> tuple:
+    """(rotation [3, 3], metric scale, middle MCP position [3]) of example ``i``'s coarse fit
+    ``(residual, s, R, t)`` (normalised image coordinates), for a hand ``size`` times the
+    model's: a weak camera takes the fit's scale as the hand's, a perspective one as depth."""
+    _, s, rot, t = fit
+    s = s / size
+    ref = cam.ref_depth[i]
+    if cam.weak:
+        scale, depth = max(s * ref, 1e-6), params.BASE_TRANSLATION[2]
+    else:
+        scale, depth = params.BASE_SCALE, params.BASE_SCALE / max(s, 1e-6)
+    lift = ref if cam.weak else depth  # normalised image coordinates to metres
+    return rot, scale, np.array([t[0] * lift, t[1] * lift, depth])
 
 
 def align(
@@ -660,7 +691,7 @@ def align(
     rest = rest - rest[skeleton.MIDDLE_MCP]
     rots = _start_rotations()
     base = np.asarray(params.BASE_TRANSLATION)
-    rows = []
+    starts = []  # (rotation [3, 3], metric scale, middle MCP position [3]) of each start
     for i in range(b):
         centre, focal = np.stack([cam.cx[i], cam.cy[i]]), np.stack([cam.fx[i], cam.fy[i]])
         uv = (j2d[i] - centre) / focal
@@ -684,23 +715,23 @@ def align(
             ri = vis[i][:, None] * (rest - np.average(rest, axis=0, weights=vis[i]))
             size = float(np.sqrt(np.sum(wi**2) / max(np.sum(ri**2), 1e-12)))
         for k in range(keep):
-            if not fits:
-                rows.append(np.zeros(params.NUM_PARAMS))
-                continue
-            _, s, rot, t = fits[min(k, len(fits) - 1)]
-            s = s / size
-            ref = cam.ref_depth[i]
-            if cam.weak:
-                scale, depth = np.log(max(s * ref, 1e-6) / params.BASE_SCALE), base[2]
-            else:
-                scale, depth = 0.0, params.BASE_SCALE / max(s, 1e-6)
-            lift = ref if cam.weak else depth  # normalised image coordinates to metres
-            trans = np.array([t[0] * lift, t[1] * lift, depth]) - base
-            quat = np.asarray(geometry.matrix_to_quaternion(jnp.asarray(rot, jnp.float32)))
-            rows.append(np.concatenate([np.zeros(55), quat - [1, 0, 0, 0], [scale], trans]))
-    rows = np.reshape(rows, (len(rows), params.NUM_PARAMS))
-    start = MeshParams.from_vector(jnp.asarray(rows, jnp.float32))
-    return start._replace(pose=jnp.broadcast_to(model.hands_mean, start.pose.shape))
+            neutral = (np.eye(3), params.BASE_SCALE, base)
+            starts.append(
+                _placement(fits[min(k, len(fits) - 1)], size, cam, i) if fits else neutral
+            )
+    n = len(starts)
+    rot, scale, position = (
+        jnp.asarray(np.reshape([x[j] for x in starts], shape), jnp.float32)
+        for j, shape in enumerate([(n, 3, 3), (n,), (n, 3)])
+    )
+    mean = MeshParams.initial(n, model)  # the mean pose, shape 0
+    return params.encode(
+        pose=mean.pose,
+        shape=mean.shape,
+        rotation=rot,
+        scale=scale,
+        position=position,
+    )
 
 
 def _repeat_camera(camera: Camera, b: int, k: int) -> Camera:

@@ -176,7 +176,7 @@ def _generated(variables, images, K, key, *, model, hand, config, backgrounds=No
         model=hand,
         config=config,
         backgrounds=backgrounds,
-        base_translation=dhpe.base_translation(K, images.shape[1]),
+        base_translation=params.crop_base_translation(K, images.shape[1]),
     )
 
 

@@ -318,21 +318,9 @@ def test_bad_config_is_a_clear_error(setup, field, value, message):
         evaluate.evaluate(config, str(setup[3] / "run_a"))
 
 
-def test_refinement_starts_from_the_network_mesh():
-    """refine places p with a fixed base translation, the DHPE per crop: the same mesh."""
-    K = np.array(
-        [[[60.0, 0, 14], [0, 61, 18], [0, 0, 1]], [[90.0, 0, 16], [0, 90, 16], [0, 0, 1]]],
-        np.float32,
-    )
-    p = 0.1 * jax.random.normal(jax.random.key(3), (2, params.NUM_PARAMS))
-    want = dhpe.place(p, HAND, K, 32.0)
-    got = params.mesh(evaluate.refine_start(p, K, 32.0), HAND)
-    np.testing.assert_allclose(got.vertices, want.vertices, atol=1e-6)
-    np.testing.assert_allclose(got.joints, want.joints, atol=1e-6)
-
-
-def test_dhpe_hooks_give_f_r_the_dhpe_parameters(setup):
-    """The hook takes refine's placement and gives f_R p(t) as the DHPE placed it."""
+def test_refinement_starts_from_the_network_mesh_and_f_r_sees_its_parameters(setup):
+    """evaluate refines p(T) as it is, from the crops' base point: the start is the network's
+    mesh, and f_R (the DHPE hooks) gets p(t) and J(m(p(t))) as the network placed them."""
     config, runs, _, _ = setup
     model = dhpe.from_config(config)
     variables = list(runs.values())[1]  # perturbed: f_R depends on all its inputs
@@ -342,16 +330,27 @@ def test_dhpe_hooks_give_f_r_the_dhpe_parameters(setup):
         np.float32,
     )
     p = 0.1 * jax.random.normal(jax.random.key(5), (2, params.NUM_PARAMS))
-    joints3d = dhpe.place(p, HAND, K, 32.0).joints
+    mesh = dhpe.place(p, HAND, K, 32.0)
     joints2d = jax.random.uniform(jax.random.key(6), (2, 21, 2)) * 32
-    hooks = refine.dhpe_hooks(model, variables, images, K)
+    hooks = refine.dhpe_hooks(model, variables, images)
     features = model.apply(variables, images, train=False, method=dhpe.DHPE.features)
     np.testing.assert_allclose(hooks.features(images), features, atol=1e-6)
-    want = model.apply(variables, p, features, joints3d, joints2d, method=dhpe.DHPE.refine_joints2d)
-    start = evaluate.refine_start(p, K, 32.0).to_vector()
-    got = hooks.refine_joints2d(start, joints3d, joints2d)
-    np.testing.assert_allclose(got, want, atol=1e-4)
-    assert not np.allclose(hooks.refine_joints2d(p, joints3d, joints2d), want, atol=1e-2)
+    # One step with every group frozen: the start's mesh and f_R's first target.
+    cfg = refine.RefineConfig(steps=1, silhouette_weight=0.0, freeze=refine.GROUPS)
+    res = refine.refine(
+        params.MeshParams.from_vector(p),
+        refine.Evidence(joints2d, np.ones((2, 21), np.float32)),
+        HAND,
+        render.crop_camera(K, 32),
+        cfg,
+        hooks,
+        base_translation=params.crop_base_translation(K, 32.0),
+    )
+    np.testing.assert_allclose(res.vertices, mesh.vertices, atol=1e-6)
+    want = model.apply(
+        variables, p, features, mesh.joints, joints2d, method=dhpe.DHPE.refine_joints2d
+    )
+    np.testing.assert_allclose(res.target2d, want, atol=1e-4)
 
 
 def test_comparison_of_two_workdirs(setup):

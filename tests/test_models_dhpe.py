@@ -96,6 +96,7 @@ def test_iterations_follow_eqs_5_and_6(run):
     # the mesh of each iteration is that of its parameters, and projected with the crop's K
     m2 = dhpe.place(out.params[2], HAND, K, float(S))
     np.testing.assert_allclose(out.joints3d[2], m2.joints, atol=1e-5)
+    np.testing.assert_allclose(out.model_vertices[2], m2.model_frame.vertices, atol=1e-6)
     uv = render.project(out.joints3d[2], render.crop_camera(K, S))
     np.testing.assert_allclose(out.joints2d_proj[2], uv, atol=1e-3)
 

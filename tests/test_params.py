@@ -61,3 +61,58 @@ def test_gradients_reach_all_63_numbers():
     assert np.all(np.isfinite(g))
     # all but the quaternion's w, whose change at the identity only rescales q
     assert list(np.flatnonzero(g == 0)) == [55]
+
+
+def test_encode_is_the_inverse_of_the_placement_mesh_applies():
+    """encode(R, s, position) -> params.mesh puts the model-frame hand, turned by R and
+    scaled by s about its middle MCP, with that MCP at ``position``, from any base point."""
+    model = mano.open_hand()
+    rng = np.random.default_rng(2)
+    rot = jnp.asarray(Rotation.random(3, random_state=3).as_matrix(), jnp.float32)
+    scale = jnp.asarray([0.8, 1.0, 1.25], jnp.float32)
+    position = jnp.asarray(rng.normal([0, 0, 0.6], 0.1, (3, 3)), jnp.float32)
+    base = jnp.asarray(rng.normal([0, 0, 0.5], 0.1, (3, 3)), jnp.float32)
+    mean = params.MeshParams.initial(3, model)
+    p = params.encode(
+        pose=mean.pose,
+        shape=mean.shape,
+        rotation=rot,
+        scale=scale,
+        position=position,
+        base_translation=base,
+    )
+    np.testing.assert_allclose(params.rotation(p), rot, atol=1e-5)
+    np.testing.assert_allclose(params.metric_scale(p), scale, rtol=1e-6)
+    np.testing.assert_allclose(params.root_position(p, base), position, atol=1e-6)
+    out = params.mesh(p, model, base_translation=base)
+    np.testing.assert_allclose(out.joints[:, skeleton.MIDDLE_MCP], position, atol=1e-6)
+    frame = mano.forward(model, mean.pose, mean.shape)
+    np.testing.assert_array_equal(out.model_frame.vertices, frame.vertices)
+    local = np.asarray(frame.vertices) - np.asarray(frame.joints)[:, skeleton.MIDDLE_MCP, None]
+    want = np.asarray(scale)[:, None, None] * local @ np.swapaxes(np.asarray(rot), 1, 2)
+    np.testing.assert_allclose(out.vertices, want + np.asarray(position)[:, None], atol=1e-5)
+    # the neutral placement encodes to zeros
+    neutral = params.encode(
+        pose=mean.pose,
+        shape=mean.shape,
+        rotation=jnp.broadcast_to(jnp.eye(3), (3, 3, 3)),
+        scale=jnp.ones(3),
+        position=jnp.broadcast_to(jnp.asarray(params.BASE_TRANSLATION), (3, 3)),
+    )
+    np.testing.assert_array_equal(neutral.to_vector()[:, 45:], 0.0)
+
+
+@pytest.mark.parametrize("crop_scale", [1.5, 2.0])
+def test_crop_base_point_is_on_the_crop_centre_at_the_nominal_hand_depth(crop_scale):
+    """The base point projects onto the crop's centre, at the depth where a hand of
+    NOMINAL_EXTENT spans 1 / crop_scale of the crop (off-centre principal points too)."""
+    size = 32.0
+    K = np.array(
+        [[[60.0, 0, 14], [0, 61, 18], [0, 0, 1]], [[90.0, 0, 16], [0, 90, 16], [0, 0, 1]]],
+        np.float32,
+    )
+    base = np.asarray(params.crop_base_translation(jnp.asarray(K), size, crop_scale))
+    uvw = np.einsum("bij,bj->bi", K, base)
+    np.testing.assert_allclose(uvw[:, :2] / uvw[:, 2:], size / 2, atol=1e-4)
+    span = K[:, 0, 0] * params.NOMINAL_EXTENT / base[:, 2]
+    np.testing.assert_allclose(span, size / crop_scale, rtol=1e-5)

@@ -91,6 +91,26 @@ def test_zero_steps_returns_the_start(main_run, model, camera):
     np.testing.assert_allclose(res.vertices, params.mesh(start, model).vertices, atol=1e-6)
 
 
+def test_the_base_point_only_moves_the_origin_of_trans(main_run, model, camera):
+    """Refining from other base points, trans shifted to match, gives the same hands (so the
+    network's estimates are refined from their crops' base point as they are)."""
+    _, start, evidence, res = main_run
+    base = jnp.array([[0.02, -0.01, 0.45], [0.0, 0.03, 0.6]])
+    shift = jnp.asarray(params.BASE_TRANSLATION) - base
+    moved = refine.refine(
+        start._replace(trans=start.trans + shift),
+        evidence,
+        model,
+        camera,
+        CFG,
+        base_translation=base,
+    )
+    np.testing.assert_allclose(moved.vertices, res.vertices, atol=1e-5)
+    np.testing.assert_allclose(moved.params.trans, res.params.trans + shift, atol=1e-5)
+    with pytest.raises(ValueError, match=r"base_translation must be \[3\] or \[B, 3\]"):
+        refine.refine(start, evidence, model, camera, CFG, base_translation=base[:1])
+
+
 def test_new_hooks_of_the_same_function_reuse_the_compiled_loop(main_run, model, camera):
     # As refine.dhpe_hooks builds per batch: the same function bound to other arrays.
     _, start, evidence, _ = main_run

@@ -9,9 +9,7 @@ The hand model and the renderer (P of Eq. 1) hold no trainable weights: the hand
 model is an argument of every call, the renderer is ``handfit.render.soft_silhouette``.
 
 Placement. The 63 numbers are neutral at 0 (``handfit.params``); translation is an
-offset from a per-example *base point*: the point on the ray through the crop's
-centre at the depth where a hand of :data:`NOMINAL_EXTENT` metres spans
-``1 / crop_scale`` of the crop, the framing the input pipeline gives every example.
+offset from the crop's base point, ``params.crop_base_translation(K, S)`` (:func:`place`).
 So p = 0 (with MANO's mean pose, the paper's p(0)) is a hand in the middle of the
 crop at about the right size, whatever the crop's intrinsics.
 """
@@ -34,10 +32,6 @@ from handfit import render as rnd
 from handfit.models import cpm as cpm_lib
 from handfit.models import heads, resnet
 
-NOMINAL_EXTENT = (
-    0.19  # metres: about wrist to middle fingertip of an adult hand (open hand: 18.9 cm)
-)
-
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +44,8 @@ class DHPEOutput:
       it carries a gradient into f_H (the ``keypoints`` loss), but not into the heads.
     params: [T, B, 63] p(1) .. p(T).
     vertices: [T, B, V, 3] m(p(t)) in camera space (metres).
+    model_vertices: [T, B, V, 3] MANO(pose, shape) of p(t), the posed hand in the model's
+      frame before the rotation, scale and translation (the Laplacian's input).
     joints3d: [T, B, 21, 3] J(m(p(t))) in camera space (metres).
     joints2d_proj: [T, B, 21, 2] pi(J(m(p(t)))) in crop pixels.
     joints2d: [T, B, 21, 2] j2D(1) .. j2D(T), the refiner's joints (crop pixels); equal to
@@ -61,28 +57,17 @@ class DHPEOutput:
     joints2d_cpm: jax.Array
     params: jax.Array
     vertices: jax.Array
+    model_vertices: jax.Array
     joints3d: jax.Array
     joints2d_proj: jax.Array
     joints2d: jax.Array
 
 
-def base_translation(K: jax.Array, crop_size: float, crop_scale: float = 1.5) -> jax.Array:
-    """``[B, 3]`` where ``trans = 0`` puts the middle MCP: on the crop centre's ray, hand-sized.
-
-    Depth z0 = fx * NOMINAL_EXTENT * crop_scale / crop_size, so a hand of the nominal
-    extent spans ``crop_size / crop_scale`` pixels; the point is K^-1 (S/2, S/2, 1) z0.
-    """
-    z0 = K[:, 0, 0] * NOMINAL_EXTENT * crop_scale / crop_size
-    centre = jnp.array([crop_size / 2, crop_size / 2, 1.0], K.dtype)
-    ray = jnp.linalg.solve(K, jnp.broadcast_to(centre, K.shape[:1] + (3,))[..., None])[..., 0]
-    return ray * z0[:, None]
-
-
-def place(p: jax.Array, hand: mano.HandModel, K: jax.Array, crop_size: float) -> mano.ManoOutput:
-    """The mesh of parameter vectors ``p [B, 63]`` in the camera space of crops with ``K``."""
-    return params.mesh(
-        params.MeshParams.from_vector(p), hand, base_translation=base_translation(K, crop_size)
-    )
+def place(p: jax.Array, hand: mano.HandModel, K: jax.Array, crop_size: float) -> params.Placed:
+    """The mesh of parameter vectors ``p [B, 63]`` in the camera space of crops with ``K``
+    (``params.mesh`` from the crops' ``params.crop_base_translation``)."""
+    base = params.crop_base_translation(K, crop_size)
+    return params.mesh(params.MeshParams.from_vector(p), hand, base_translation=base)
 
 
 class DHPE(nn.Module):
@@ -183,8 +168,8 @@ class DHPE(nn.Module):
             j2d = self.refine_joints2d(p, f, out.joints, j2d)  # Eq. 6
             p = p_next
             out = place(p, hand, K, float(s))
-            steps.append((p, out.vertices, out.joints, j2d))
-        ps, verts, joints, j2ds = (jnp.stack(x) for x in zip(*steps))
+            steps.append((p, out.vertices, out.model_frame.vertices, out.joints, j2d))
+        ps, verts, model_verts, joints, j2ds = (jnp.stack(x) for x in zip(*steps))
         camera = rnd.crop_camera(K, s)
         proj = jax.vmap(lambda j: rnd.project(j, camera))(joints)
         return DHPEOutput(
@@ -193,6 +178,7 @@ class DHPE(nn.Module):
             joints2d_cpm=j2d_cpm,
             params=ps,
             vertices=verts,
+            model_vertices=model_verts,
             joints3d=joints,
             joints2d_proj=proj,
             joints2d=j2ds,
