@@ -77,6 +77,9 @@ def get_config() -> ml_collections.ConfigDict:
     # (face, window) pairs per silhouette in training (0: the renderer's default, 8 per face);
     # fewer is faster, too few drops faces (logged as render_overflow).
     config.model.render_budget = 0
+    # Side of the renderer's pixel windows (render.soft_silhouette's tile): a face is evaluated
+    # on every pixel of each window its box touches, so small silhouettes want small windows.
+    config.model.render_tile = 8
 
     # Test-time refinement (handfit.refine; docs/method.md, Eq. 13).
     config.refine = ml_collections.ConfigDict()

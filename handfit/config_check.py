@@ -159,6 +159,7 @@ def _rules() -> dict[str, Rule]:
         "model.render_size": _integer(0),
         "model.sigma": _above(0),
         "model.render_budget": _integer(0),
+        "model.render_tile": _integer(1),
         "refine.enabled": _BOOL,
         "refine.steps": _integer(0),
         "refine.reestimate_joints2d": _BOOL,
@@ -304,6 +305,23 @@ MODEL_FIELDS: dict[str, Callable[[Any], Any]] = {
 RESUME_FIELDS: dict[str, Callable[[Any], Any]] = MODEL_FIELDS | {
     "optim.grad_clip": lambda v: bool(v)
 }
+
+
+def with_trained_model(config: ml_collections.ConfigDict, workdir: str | os.PathLike):
+    """A copy of ``config`` whose model is the one the workdir's checkpoints hold: the
+    :data:`MODEL_FIELDS` (but the hand's) of its ``config.json``; ``config`` itself when it
+    has none. ``--mode=eval`` compares several workdirs (ablations) this way, each with its
+    own network and every other setting (test data, refinement, protocol) from ``config``."""
+    old = saved(workdir)
+    if old is None:
+        return config
+    out = config.copy_and_resolve_references()
+    for path, norm in MODEL_FIELDS.items():
+        value = _get(old, path)
+        if value is not _MISSING and not path.startswith("hand."):
+            section, field = path.split(".")
+            out[section][field] = norm(value)
+    return out
 
 
 def config_path(workdir: str | os.PathLike) -> str:

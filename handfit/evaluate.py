@@ -593,16 +593,20 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     _check_config(config)
     workdirs = [os.fspath(w) for w in config.eval.workdirs] or [os.fspath(workdir)]
     hand = mano.from_config(config)
-    predict = jax.jit(
-        functools.partial(
-            _predict,
-            model=dhpe.from_config(config),
-            hand=hand,
-            refine_config=_refine_config(config),
-            reestimate=bool(config.refine.reestimate_joints2d),
+    runs = {}
+    for w in workdirs:
+        # Compared workdirs (ablations) keep their own networks; one workdir must match.
+        run_config = config_check.with_trained_model(config, w) if len(workdirs) > 1 else config
+        predict = jax.jit(
+            functools.partial(
+                _predict,
+                model=dhpe.from_config(run_config),
+                hand=hand,
+                refine_config=_refine_config(run_config),
+                reestimate=bool(run_config.refine.reestimate_joints2d),
+            )
         )
-    )
-    runs = {w: evaluate_workdir(config, w, hand=hand, predict=predict) for w in workdirs}
+        runs[w] = evaluate_workdir(run_config, w, hand=hand, predict=predict)
     report_dir = os.path.join(os.fspath(workdir), "eval")
     out = {
         "report_dir": report_dir,

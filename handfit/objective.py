@@ -104,7 +104,8 @@ def dhpe_loss(
       hand: the hand model (its template for the Laplacian, its joint limits).
       faces: [F, 3] the hand's faces as a concrete NumPy array (the Laplacian's table).
       options: weights and switches (:class:`LossOptions`).
-      silhouettes: ``DHPE.silhouettes`` of ``out.vertices``: silhouette [T, B, R, R] and
+      silhouettes: ``DHPE.silhouettes`` of ``out.vertices`` (of ``out.vertices[-1:]`` is
+        enough with ``options.mesh_iterations='last'``): silhouette [T, B, R, R] and
         overflow [T, B] (None: no shape term, Eq. 9).
       masked_features: [B, D] f_F(x * s*) for Eq. 2 (None: no feature term).
     Returns:
@@ -118,6 +119,12 @@ def dhpe_loss(
     iters = range(out.params.shape[0]) if options.mesh_iterations == "all" else [-1]
     masks = None
     if silhouettes is not None:
+        rendered, needed = silhouettes.silhouette.shape[0], len(iters)
+        if rendered < needed:
+            raise ValueError(
+                f"dhpe_loss: mesh_iterations={options.mesh_iterations!r} needs silhouettes of "
+                f"{needed} iterations, got {rendered}"
+            )
         masks = pool_masks(batch["mask"], silhouettes.silhouette.shape[-1])
 
     # Eq. 8's c from the whole labelled hand, projected: the pipeline's norm_size boxes the

@@ -140,17 +140,21 @@ def _init_fn(config_json: str):
 # The steps
 
 
-def _forward(model, variables, batch, hand, *, train, masked_pass, key=None):
+def _forward(model, variables, batch, hand, *, train, masked_pass, options, key=None):
     """The DHPE on the batch: ``(out, batch_stats updates, silhouettes, masked_features)``.
 
-    silhouettes: ``DHPE.silhouettes`` of its meshes (None at ``render_size`` 0);
+    silhouettes: ``DHPE.silhouettes`` of the meshes the loss reads (every iteration's, or
+    only the last one's with ``options.mesh_iterations='last'``; None at ``render_size`` 0);
     masked_features: f_F of the masked crops for Eq. 2 (None without ``masked_pass``).
     """
     kw = dict(mutable=["batch_stats"]) if train else {}
     rngs = {"dropout": key} if key is not None else None
     result = model.apply(variables, batch["image"], batch["K"], hand, train=train, rngs=rngs, **kw)
     out, updates = result if train else (result, None)
-    silhouettes = model.silhouettes(out.vertices, batch["K"], hand) if model.render_size else None
+    silhouettes = None
+    if model.render_size:
+        meshes = out.vertices if options.mesh_iterations == "all" else out.vertices[-1:]
+        silhouettes = model.silhouettes(meshes, batch["K"], hand)
     masked = None
     if masked_pass:
         images = batch["image"] * batch["mask"][..., None]
@@ -210,8 +214,9 @@ def _train_step(
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
         out, updates, silhouettes, masked = _forward(
-            model, variables, batch, hand, train=True, masked_pass=masked_pass, key=key
-        )
+            model, variables, batch, hand, train=True, masked_pass=masked_pass,
+            options=options, key=key,
+        )  # fmt: skip
         total, logs = objective.dhpe_loss(
             out=out, batch=batch, hand=hand, faces=faces, options=options,
             silhouettes=silhouettes, masked_features=masked,
@@ -251,8 +256,9 @@ def module_grad_norms(grads: Mapping[str, Any]) -> dict[str, jax.Array]:
 def _eval_step(state, batch, *, model, hand, faces, options, masked_pass):
     """Validation losses (eval-mode BatchNorm) on this device's slice, ``pmean``-ed."""
     out, _, silhouettes, masked = _forward(
-        model, state.variables, batch, hand, train=False, masked_pass=masked_pass
-    )
+        model, state.variables, batch, hand, train=False, masked_pass=masked_pass,
+        options=options,
+    )  # fmt: skip
     _, logs = objective.dhpe_loss(
         out=out, batch=batch, hand=hand, faces=faces, options=options,
         silhouettes=silhouettes, masked_features=masked,

@@ -46,6 +46,15 @@ def tiny_config(data_dir):
     return config
 
 
+def perturbed(variables, seed=1):
+    """Every weight plus noise (an untrained f_M would leave every hand at p(0))."""
+    leaves, tree = jax.tree.flatten(variables)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    return tree.unflatten(
+        [a + 0.05 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys, strict=True)]
+    )
+
+
 def save_checkpoint(workdir, variables):
     mngr = checkpoint.manager(workdir)
     checkpoint.save(mngr, 7, variables, variables)
@@ -66,15 +75,15 @@ def setup(tmp_path_factory):
     builders.prepare_config(config)
     model = dhpe.from_config(config)
     variables = dhpe.init(model, jax.random.key(0), HAND)  # untrained: no training needed
-    # A second, different "run" (the untrained f_M starts at p(0): perturb every weight).
-    leaves, tree = jax.tree.flatten(variables)
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    other = tree.unflatten(
-        [a + 0.05 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys, strict=True)]
-    )
+    # A second run, an ablation with another network (no f_R; its config.json says so): the
+    # comparison must score it with its own model; perturbed, so that the runs differ.
+    ablation = config.copy_and_resolve_references()
+    ablation.model.use_refiner = False
+    other = perturbed(dhpe.init(dhpe.from_config(ablation), jax.random.key(0), HAND))
     runs = {str(root / "run_a"): variables, str(root / "run_b"): other}
     for workdir, v in runs.items():
         save_checkpoint(workdir, v)
+    config_check.record(ablation, str(root / "run_b"), 7)
     with open(os.path.join(str(root / "run_a"), "metrics.jsonl"), "w") as f:  # a training log
         for step, loss in ((1, 0.5), (7, 0.1)):
             f.write(json.dumps({"step": step, "total": loss, "heatmap": loss / 10}) + "\n")
@@ -323,7 +332,7 @@ def test_refinement_starts_from_the_network_mesh_and_f_r_sees_its_parameters(set
     mesh, and f_R (the DHPE hooks) gets p(t) and J(m(p(t))) as the network placed them."""
     config, runs, _, _ = setup
     model = dhpe.from_config(config)
-    variables = list(runs.values())[1]  # perturbed: f_R depends on all its inputs
+    variables = perturbed(next(iter(runs.values())))  # f_R depends on all its inputs
     images = jax.random.uniform(jax.random.key(4), (2, 32, 32, 3))
     K = np.array(
         [[[60.0, 0, 14], [0, 61, 18], [0, 0, 1]], [[90.0, 0, 16], [0, 90, 16], [0, 0, 1]]],
@@ -371,6 +380,9 @@ def test_comparison_of_two_workdirs(setup):
         assert auc[(w, "network")] == pytest.approx(
             report["runs"][w]["datasets"]["synthetic"]["pose3d"]["network"]["auc"]
         )
+    # run_b's checkpoint has no f_R and the config given to evaluate has one: it was
+    # restored with the model of its own config.json (else the setup would have failed).
+    assert not config_check.saved(b)["model"]["use_refiner"]
     # Same test set, same mean pose: the same baseline; each run's own checkpoint scored.
     assert auc[(a, "baseline")] == auc[(b, "baseline")]
     epe = {(r["workdir"], r["variant"]): r["epe_mean_mm"] for r in rows}

@@ -1,5 +1,6 @@
 """Training: the step learns, shards exactly, resumes exactly, stops on NaN, compiles once."""
 
+import dataclasses
 import json
 import os
 import pickle
@@ -19,6 +20,7 @@ from jax.sharding import PartitionSpec as P
 from configs import tiny
 from handfit import config_check, losses, mano, objective, params, train, viz
 from handfit.data import pipeline
+from handfit.models import dhpe
 
 SIZE = 32
 
@@ -329,3 +331,38 @@ def test_eq8_box_follows_the_configured_crop_scale():
     config.data.crop_scale = 2.0
     assert objective.LossOptions.from_config(config).crop_scale == 2.0
     assert objective.LossOptions().crop_scale == tiny.get_config().data.crop_scale
+
+
+def test_the_loss_renders_only_the_iterations_it_reads(config, records):
+    """With mesh_iterations='last' only p(T)'s mesh is rendered (rendering is most of a CPU
+    step) and the loss is unchanged; 'all' given too few silhouettes is an error."""
+    c = config.copy_and_resolve_references()
+    c.model.iterations = 2
+    c.model.render_tile = 4
+    hand = mano.from_config(c)
+    model, options, faces, _ = train._parts(c, hand)
+    assert model.render_tile == 4
+    host, _ = _batch(c, records, train.data_mesh())
+    batch = {k: jnp.asarray(v) for k, v in host.items()}
+    variables = dhpe.init(model, jax.random.PRNGKey(0), hand)
+    last = dataclasses.replace(options, mesh_iterations="last")
+    every = dataclasses.replace(options, mesh_iterations="all")
+
+    def forward(opts):
+        return train._forward(
+            model, variables, batch, hand, train=False, masked_pass=False, options=opts
+        )
+
+    out, _, only_last, _ = forward(last)
+    _, _, both, _ = forward(every)
+    assert only_last.silhouette.shape[0] == 1 and both.silhouette.shape[0] == 2
+    np.testing.assert_allclose(only_last.silhouette[0], both.silhouette[1], atol=1e-6)
+    assert float(jnp.max(only_last.silhouette)) > 0.5  # the hand is in the picture
+
+    def loss(sil, opts):
+        kw = dict(out=out, batch=batch, hand=hand, faces=faces, options=opts, silhouettes=sil)
+        return float(objective.dhpe_loss(**kw)[0])
+
+    assert loss(only_last, last) == pytest.approx(loss(both, last), rel=1e-6)
+    with pytest.raises(ValueError, match="mesh_iterations='all' needs silhouettes of 2"):
+        loss(only_last, every)

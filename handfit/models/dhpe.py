@@ -82,6 +82,7 @@ class DHPE(nn.Module):
       render_size: side of the silhouettes of :meth:`silhouettes` (0: none are rendered).
       sigma: soft silhouette sharpness in pixels² at ``render_size``.
       render_budget: (face, window) pairs per image for the renderer (None: its default).
+      render_tile: side of the renderer's pixel windows (``render.soft_silhouette``'s tile).
       soft_argmax: read j2D(0) with the soft arg-max (sub-pixel; else the hard one). Either
         way no gradient flows back into f_H through j2D(0), as with the paper's arg-max.
       heatmap_form: 'gaussian' (Eq. 3's maps; soft arg-max at ``cpm.DEFAULT_BETA``) or
@@ -99,6 +100,7 @@ class DHPE(nn.Module):
     render_size: int = 56
     sigma: float = 1.0
     render_budget: int | None = None
+    render_tile: int = 8
     soft_argmax: bool = True
     heatmap_form: str = "gaussian"
     cpm_input: str = "stride8"
@@ -202,7 +204,7 @@ class DHPE(nn.Module):
         small = jax.tree.map(lambda x: jnp.tile(x, t), rnd.batch_camera(small, b))
         sil = rnd.soft_silhouette(
             vertices.reshape((-1,) + vertices.shape[2:]), hand.faces, small, sigma=self.sigma,
-            budget=self.render_budget,
+            tile=self.render_tile, budget=self.render_budget,
         )  # fmt: skip
         return rnd.SoftSilhouette(
             sil.silhouette.reshape((t, b) + sil.silhouette.shape[1:]), sil.overflow.reshape(t, b)
@@ -243,6 +245,7 @@ def from_config(config: ml_collections.ConfigDict, *, bn_axis_name: str | None =
         render_size=m.render_size,
         sigma=m.sigma,
         render_budget=m.render_budget or None,
+        render_tile=m.render_tile,
         heatmap_form=m.heatmap_form,
         cpm_input=m.cpm_input,
         mesh_hidden=tuple(m.mesh_hidden),
