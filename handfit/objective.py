@@ -22,26 +22,32 @@ import ml_collections
 import numpy as np
 from jax import lax
 
-from handfit import losses, mano, params, render
+from handfit import defaults, losses, mano, params, render
 from handfit.models import dhpe
+
+LOSS, MODEL, DATA = defaults.section("loss"), defaults.section("model"), defaults.section("data")
 
 
 @dataclasses.dataclass(frozen=True)
 class LossOptions:
-    """The static choices of :func:`dhpe_loss`, from ``config.loss`` and ``config.model``."""
+    """The static choices of :func:`dhpe_loss`: ``config.loss``'s fields, ``use_refiner`` and
+    ``heatmap_form`` of ``config.model`` and ``crop_scale`` of ``config.data`` (Eq. 8's c over
+    the joints' box side); each default is configs/default.py's (``handfit.defaults``)."""
 
     weights: tuple[tuple[str, float], ...] = tuple(losses.DEFAULT_WEIGHTS.items())
-    tau: float = losses.DEFAULT_TAU
-    constant_shape_weight: bool = False
-    use_2d_losses: bool = True
-    use_refiner: bool = True
-    mesh_iterations: str = "last"
-    laplacian_mode: str = "delta"
-    heatmap_form: str = "gaussian"
-    crop_scale: float = losses.CROP_SCALE  # Eq. 8's c over the joints' box side
+    tau: float = LOSS.tau
+    constant_shape_weight: bool = LOSS.constant_shape_weight
+    use_2d_losses: bool = LOSS.use_2d_losses
+    use_refiner: bool = MODEL.use_refiner
+    mesh_iterations: str = LOSS.mesh_iterations
+    laplacian_mode: str = LOSS.laplacian_mode
+    heatmap_form: str = MODEL.heatmap_form
+    crop_scale: float = DATA.crop_scale
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> LossOptions:
+        """From ``config.loss``, ``config.model`` and ``config.data``; ``loss.weights`` may
+        name a subset of the terms (the others keep their defaults)."""
         loss = config.loss
         if loss.mesh_iterations not in ("last", "all"):
             raise ValueError(
@@ -54,17 +60,8 @@ class LossOptions:
                 f"known: {sorted(losses.DEFAULT_WEIGHTS)}"
             )
         weights = dict(losses.DEFAULT_WEIGHTS) | {k: float(v) for k, v in loss.weights.items()}
-        return cls(
-            weights=tuple(sorted(weights.items())),
-            tau=float(loss.tau),
-            constant_shape_weight=bool(loss.constant_shape_weight),
-            use_2d_losses=bool(loss.use_2d_losses),
-            use_refiner=bool(config.model.use_refiner),
-            mesh_iterations=loss.mesh_iterations,
-            laplacian_mode=loss.laplacian_mode,
-            crop_scale=float(config.data.crop_scale),
-            heatmap_form=config.model.heatmap_form,
-        )
+        weights = {"weights": tuple(sorted(weights.items()))}
+        return defaults.build(cls, weights, loss, config.model, config.data)
 
     def weight(self, name: str) -> float:
         return dict(self.weights)[name]
