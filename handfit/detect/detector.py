@@ -120,11 +120,12 @@ class Detector:
         """The palm detector on the square ``roi`` [5] (normalised): boxes, keypoints and
         scores over ``min_score``, before NMS, normalised in the image."""
         h, w = image.shape[:2]
-        crop = graph.warp(image, graph.crop_matrix(roi, w, h, graph.PALM_INPUT),
-                          graph.PALM_INPUT, "zero")  # fmt: skip
+        matrix = graph.crop_matrix(roi, w, h, graph.PALM_INPUT)
+        crop = graph.warp(image, matrix, graph.PALM_INPUT, "zero")
         raw_boxes, raw_scores = _run(self._palm, crop[None])
-        boxes, kps, scores = graph.decode_palms(raw_boxes[0], raw_scores[0], self._anchors,
-                                                self.config.min_score)  # fmt: skip
+        boxes, kps, scores = graph.decode_palms(
+            raw_boxes[0], raw_scores[0], self._anchors, self.config.min_score
+        )
         boxes = graph.roi_to_image(boxes.reshape(-1, 2, 2), roi).reshape(-1, 4)
         return boxes, graph.roi_to_image(kps, roi), scores
 
@@ -133,11 +134,15 @@ class Detector:
         (landmarks [21, 3] normalised with relative z, world [21, 3] m, presence, P(label
         'Left'))."""
         h, w = image.shape[:2]
-        crop = graph.warp(image, graph.crop_matrix(rect, w, h, graph.LANDMARK_INPUT),
-                          graph.LANDMARK_INPUT, "replicate")  # fmt: skip
+        matrix = graph.crop_matrix(rect, w, h, graph.LANDMARK_INPUT)
+        crop = graph.warp(image, matrix, graph.LANDMARK_INPUT, "replicate")
         raw, presence, handedness, world = _run(self._landmark, crop[None])
-        return (graph.project_landmarks(raw[0], rect, w, h), graph.project_world(world[0], rect),
-                float(presence.reshape(())), float(handedness.reshape(())))  # fmt: skip
+        return (
+            graph.project_landmarks(raw[0], rect, w, h),
+            graph.project_world(world[0], rect),
+            float(presence.reshape(())),
+            float(handedness.reshape(())),
+        )
 
     def __call__(self, image: np.ndarray) -> list[Hand]:
         """The hands in ``image [H, W, 3]`` uint8 RGB, best palm score first."""

@@ -208,9 +208,13 @@ class DHPE(nn.Module):
         small = rnd.resize(rnd.crop_camera(K, self.crop_size), self.render_size)
         small = jax.tree.map(lambda x: jnp.tile(x, t), rnd.batch_camera(small, b))
         sil = rnd.soft_silhouette(
-            vertices.reshape((-1,) + vertices.shape[2:]), hand.faces, small, sigma=self.sigma,
-            tile=self.render_tile, budget=self.render_budget,
-        )  # fmt: skip
+            vertices.reshape((-1,) + vertices.shape[2:]),
+            hand.faces,
+            small,
+            sigma=self.sigma,
+            tile=self.render_tile,
+            budget=self.render_budget,
+        )
         return rnd.SoftSilhouette(
             sil.silhouette.reshape((t, b) + sil.silhouette.shape[1:]), sil.overflow.reshape(t, b)
         )
