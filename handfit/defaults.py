@@ -2,11 +2,14 @@
 
 handfit's choice: the config file is the source and the library's settings dataclasses are
 built from its sections (``refine.RefineConfig`` from ``config.refine``,
-``augment.AugmentConfig`` from ``config.augment`` and ``config.data``, ``losses.DEFAULT_WEIGHTS``
-and ``losses.DEFAULT_TAU`` from ``config.loss``). A dataclass declares its fields and takes
-each default from the section (``steps: int = REFINE.steps``), so a default is changed in
-``configs/default.py`` alone, and ``configs/`` imports nothing from handfit. The file is read
-from the repository checkout handfit is installed from (``pip install -e .``).
+``augment.AugmentConfig`` from ``config.augment`` and ``config.data``,
+``detect.DetectConfig`` from ``config.detect``, ``objective.LossOptions`` from ``config.loss``
+and a few fields of ``config.model`` and ``config.data``, the ``models.dhpe.DHPE`` module from
+``config.model``; ``losses.DEFAULT_WEIGHTS`` and ``losses.DEFAULT_TAU`` from ``config.loss``).
+A dataclass declares its fields and takes each default from the section (``steps: int =
+REFINE.steps``), so a default is changed in ``configs/default.py`` alone, and ``configs/``
+imports nothing from handfit. The file is read from the repository checkout handfit is
+installed from (``pip install -e .``).
 """
 
 from __future__ import annotations

@@ -633,7 +633,7 @@ def _compare(runs: Mapping[str, dict], hand_name: str, protocol: str, out_dir: s
             "auc_20_50": r["auc"],
             "epe_mean_mm": r["epe_mean_mm"],
             "epe_median_mm": r["epe_median_mm"],
-        }  # fmt: skip
+        }
         for w, run in runs.items()
         for name, res in run["datasets"].items()
         for v, r in res["pose3d"].items()

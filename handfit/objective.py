@@ -22,26 +22,32 @@ import ml_collections
 import numpy as np
 from jax import lax
 
-from handfit import losses, mano, params, render
+from handfit import defaults, losses, mano, params, render
 from handfit.models import dhpe
+
+LOSS, MODEL, DATA = defaults.section("loss"), defaults.section("model"), defaults.section("data")
 
 
 @dataclasses.dataclass(frozen=True)
 class LossOptions:
-    """The static choices of :func:`dhpe_loss`, from ``config.loss`` and ``config.model``."""
+    """The static choices of :func:`dhpe_loss`: ``config.loss``'s fields, ``use_refiner`` and
+    ``heatmap_form`` of ``config.model`` and ``crop_scale`` of ``config.data`` (Eq. 8's c over
+    the joints' box side); each default is configs/default.py's (``handfit.defaults``)."""
 
     weights: tuple[tuple[str, float], ...] = tuple(losses.DEFAULT_WEIGHTS.items())
-    tau: float = losses.DEFAULT_TAU
-    constant_shape_weight: bool = False
-    use_2d_losses: bool = True
-    use_refiner: bool = True
-    mesh_iterations: str = "last"
-    laplacian_mode: str = "delta"
-    heatmap_form: str = "gaussian"
-    crop_scale: float = losses.CROP_SCALE  # Eq. 8's c over the joints' box side
+    tau: float = LOSS.tau
+    constant_shape_weight: bool = LOSS.constant_shape_weight
+    use_2d_losses: bool = LOSS.use_2d_losses
+    use_refiner: bool = MODEL.use_refiner
+    mesh_iterations: str = LOSS.mesh_iterations
+    laplacian_mode: str = LOSS.laplacian_mode
+    heatmap_form: str = MODEL.heatmap_form
+    crop_scale: float = DATA.crop_scale
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> LossOptions:
+        """From ``config.loss``, ``config.model`` and ``config.data``; ``loss.weights`` may
+        name a subset of the terms (the others keep their defaults)."""
         loss = config.loss
         if loss.mesh_iterations not in ("last", "all"):
             raise ValueError(
@@ -54,17 +60,8 @@ class LossOptions:
                 f"known: {sorted(losses.DEFAULT_WEIGHTS)}"
             )
         weights = dict(losses.DEFAULT_WEIGHTS) | {k: float(v) for k, v in loss.weights.items()}
-        return cls(
-            weights=tuple(sorted(weights.items())),
-            tau=float(loss.tau),
-            constant_shape_weight=bool(loss.constant_shape_weight),
-            use_2d_losses=bool(loss.use_2d_losses),
-            use_refiner=bool(config.model.use_refiner),
-            mesh_iterations=loss.mesh_iterations,
-            laplacian_mode=loss.laplacian_mode,
-            crop_scale=float(config.data.crop_scale),
-            heatmap_form=config.model.heatmap_form,
-        )
+        weights = {"weights": tuple(sorted(weights.items()))}
+        return defaults.build(cls, weights, loss, config.model, config.data)
 
     def weight(self, name: str) -> float:
         return dict(self.weights)[name]
@@ -99,8 +96,7 @@ def dhpe_loss(
       batch: the input pipeline's fields: image [B, S, S, 3], mask [B, S, S],
         has_mask [B], K [B, 3, 3], joints3d [B, 21, 3], joints2d [B, 21, 2],
         visible [B, 21], heatmaps [B, 21, hs, hs] (channel-first, as the pipeline gives
-        them). Eq. 8's c is 1.5 x the box of the labelled 3D joints projected with K
-        (not the pipeline's norm_size, which boxes the visible joints only).
+        them).
       hand: the hand model (its template for the Laplacian, its joint limits).
       faces: [F, 3] the hand's faces as a concrete NumPy array (the Laplacian's table).
       options: weights and switches (:class:`LossOptions`).
@@ -112,10 +108,6 @@ def dhpe_loss(
       ``(total, logs)``: logs has each term, 'total', 'shape_gate' (fraction of examples
       whose Eq. 12 gate is open, times has_mask) and 'render_overflow' (max over the batch).
     """
-    crop = float(batch["image"].shape[1])
-    visible = batch["visible"]
-    labelled3d = jnp.any(batch["joints3d"] != 0, axis=-1)
-    has_mask = batch["has_mask"].astype(jnp.float32)
     iters = range(out.params.shape[0]) if options.mesh_iterations == "all" else [-1]
     masks = None
     if silhouettes is not None:
@@ -126,92 +118,149 @@ def dhpe_loss(
                 f"{needed} iterations, got {rendered}"
             )
         masks = pool_masks(batch["mask"], silhouettes.silhouette.shape[-1])
-
-    # Eq. 8's c from the whole labelled hand, projected: the pipeline's norm_size boxes the
-    # visible joints only, a point when one joint is visible (c = 0 gives NaN).
-    true2d = render.project(batch["joints3d"], render.crop_camera(batch["K"], int(crop)))
-    box = losses.box_size(joints2d=true2d, visible=labelled3d, crop_scale=options.crop_scale)
-    box = jnp.maximum(box, 1.0)
-
-    def mesh_terms(t):
-        terms = {
-            "articulation": losses.articulation_loss(
-                joints3d_pred=out.joints3d[t],
-                joints3d_true=batch["joints3d"],
-                box_size=box,
-                focal=batch["K"][:, 0, 0],
-                visible=labelled3d,
-            )
-        }
-        if options.weight("aligned_articulation") > 0:
-            terms["aligned_articulation"] = losses.aligned_articulation_loss(
-                joints3d_pred=out.joints3d[t],
-                joints3d_true=batch["joints3d"],
-                box_size=box,
-                focal=batch["K"][:, 0, 0],
-                visible=labelled3d,
-            )
-        p = params.MeshParams.from_vector(out.params[t])
-        terms["laplacian"] = losses.laplacian_loss(
-            vertices=out.model_vertices[t],  # the model's frame (losses.laplacian_loss)
-            template=hand.v_template,
+    box = articulation_box(batch, options.crop_scale)
+    per_iter = [
+        _mesh_terms(
+            out,
+            t,
+            batch,
+            hand=hand,
             faces=faces,
-            mode=options.laplacian_mode,
+            options=options,
+            box=box,
+            masks=masks,
+            silhouette=None if silhouettes is None else silhouettes.silhouette[t],
         )
-        gate = jnp.ones_like(has_mask)
-        if masks is not None:
-            if not options.constant_shape_weight:
-                gate = losses.shape_weight(
-                    joints2d_pred=out.joints2d_proj[t],
-                    joints2d_true=batch["joints2d"],
-                    visible=visible,
-                    tau=options.tau,
-                )
-            terms["shape"] = losses.shape_loss(
-                silhouettes=silhouettes.silhouette[t], masks=masks, weights=gate * has_mask
-            )
-        if options.weight("pose_prior") > 0 and hand.joint_limits is not None:
-            terms["pose_prior"] = jnp.mean(losses.joint_limit_violation(pose=p.pose, model=hand))
-        if options.weight("projection") > 0:
-            terms["projection"] = losses.joints2d_loss(
-                joints2d_pred=out.joints2d_proj[t],
-                joints2d_true=batch["joints2d"],
-                visible=visible,
-                crop_size=crop,
-            )
-        return terms, jnp.mean(gate * has_mask)
-
-    per_iter = [mesh_terms(t) for t in iters]
+        for t in iters
+    ]
     terms = {k: sum(d[k] for d, _ in per_iter) / len(per_iter) for k in per_iter[0][0]}
-    gate_fraction = per_iter[-1][1]
     if options.use_2d_losses:
-        terms["heatmap"] = losses.HEATMAP_FORMS[options.heatmap_form](
-            heatmaps=out.heatmaps,
-            targets=jnp.moveaxis(batch["heatmaps"], 1, -1),
-            visible=visible,
-        )
-        if options.weight("keypoints") > 0:
-            terms["keypoints"] = losses.joints2d_loss(
-                joints2d_pred=out.joints2d_cpm,
-                joints2d_true=batch["joints2d"],
-                visible=visible,
-                crop_size=crop,
-            )
-        if masked_features is not None:
-            # Examples without a mask compare their features with themselves (0).
-            target = jnp.where(has_mask[:, None] > 0, masked_features, out.features)
-            terms["feature"] = losses.feature_loss(
-                features=out.features, masked_features=lax.stop_gradient(target)
-            )
+        terms |= _image_terms(out, batch, options=options, masked_features=masked_features)
     if options.use_refiner:
         terms["refiner"] = losses.refiner_loss(
             joints2d_iters=out.joints2d,
             joints2d_true=batch["joints2d"],
-            visible=visible,
-            crop_size=crop,
+            visible=batch["visible"],
+            crop_size=float(batch["image"].shape[1]),
         )
     total, logs = losses.total_loss(terms=terms, weights=dict(options.weights))
-    logs["shape_gate"] = gate_fraction
+    logs["shape_gate"] = per_iter[-1][1]
     overflow = 0 if silhouettes is None else jnp.max(silhouettes.overflow)
     logs["render_overflow"] = jnp.asarray(overflow, jnp.float32)
     return total, logs
+
+
+def _labelled3d(batch: Mapping[str, jax.Array]) -> jax.Array:
+    """[B, 21] the 3D joints that count as labelled: the non-zero ones (the pipeline zeroes
+    NaN joints)."""
+    return jnp.any(batch["joints3d"] != 0, axis=-1)
+
+
+def articulation_box(batch: Mapping[str, jax.Array], crop_scale: float) -> jax.Array:
+    """Eq. 8's c [B]: ``crop_scale`` x the box of the labelled 3D joints projected with K
+    (at least 1 pixel).
+
+    handfit boxes the whole labelled hand, not the pipeline's norm_size, which boxes the
+    visible joints only: a point when one joint is visible (c = 0 gives NaN).
+    """
+    camera = render.crop_camera(batch["K"], batch["image"].shape[1])
+    true2d = render.project(batch["joints3d"], camera)
+    box = losses.box_size(joints2d=true2d, visible=_labelled3d(batch), crop_scale=crop_scale)
+    return jnp.maximum(box, 1.0)
+
+
+def _mesh_terms(
+    out: dhpe.DHPEOutput,
+    t: int,
+    batch: Mapping[str, jax.Array],
+    *,
+    hand: mano.HandModel,
+    faces: np.ndarray,
+    options: LossOptions,
+    box: jax.Array,
+    silhouette: jax.Array | None,
+    masks: jax.Array | None,
+) -> tuple[dict[str, jax.Array], jax.Array]:
+    """The terms on iteration ``t``'s mesh p(t): Eq. 8 articulation, the Laplacian, Eq. 9
+    shape with Eq. 12's gate (with ``silhouette`` [B, R, R] and ``masks`` [B, R, R]), and
+    the optional aligned articulation, pose prior and projection.
+
+    Returns ``(terms, gate)``: gate is the fraction of examples whose Eq. 12 gate is open,
+    times has_mask (1 x has_mask without a silhouette).
+    """
+    crop = float(batch["image"].shape[1])
+    visible = batch["visible"]
+    has_mask = batch["has_mask"].astype(jnp.float32)
+    joints3d = dict(
+        joints3d_pred=out.joints3d[t],
+        joints3d_true=batch["joints3d"],
+        box_size=box,
+        focal=batch["K"][:, 0, 0],
+        visible=_labelled3d(batch),
+    )
+    terms = {"articulation": losses.articulation_loss(**joints3d)}
+    if options.weight("aligned_articulation") > 0:
+        terms["aligned_articulation"] = losses.aligned_articulation_loss(**joints3d)
+    terms["laplacian"] = losses.laplacian_loss(
+        vertices=out.model_vertices[t],  # the model's frame (losses.laplacian_loss)
+        template=hand.v_template,
+        faces=faces,
+        mode=options.laplacian_mode,
+    )
+    gate = jnp.ones_like(has_mask)
+    if silhouette is not None:
+        if not options.constant_shape_weight:
+            gate = losses.shape_weight(
+                joints2d_pred=out.joints2d_proj[t],
+                joints2d_true=batch["joints2d"],
+                visible=visible,
+                tau=options.tau,
+            )
+        terms["shape"] = losses.shape_loss(
+            silhouettes=silhouette, masks=masks, weights=gate * has_mask
+        )
+    if options.weight("pose_prior") > 0 and hand.joint_limits is not None:
+        pose = params.MeshParams.from_vector(out.params[t]).pose
+        terms["pose_prior"] = jnp.mean(losses.joint_limit_violation(pose=pose, model=hand))
+    if options.weight("projection") > 0:
+        terms["projection"] = losses.joints2d_loss(
+            joints2d_pred=out.joints2d_proj[t],
+            joints2d_true=batch["joints2d"],
+            visible=visible,
+            crop_size=crop,
+        )
+    return terms, jnp.mean(gate * has_mask)
+
+
+def _image_terms(
+    out: dhpe.DHPEOutput,
+    batch: Mapping[str, jax.Array],
+    *,
+    options: LossOptions,
+    masked_features: jax.Array | None,
+) -> dict[str, jax.Array]:
+    """The 2D terms (``loss.use_2d_losses``): Eq. 3 heat maps (every CPM stage), the optional
+    CPM keypoints, and Eq. 2 feature (with ``masked_features``)."""
+    visible = batch["visible"]
+    terms = {
+        "heatmap": losses.HEATMAP_FORMS[options.heatmap_form](
+            heatmaps=out.heatmaps,
+            targets=jnp.moveaxis(batch["heatmaps"], 1, -1),
+            visible=visible,
+        )
+    }
+    if options.weight("keypoints") > 0:
+        terms["keypoints"] = losses.joints2d_loss(
+            joints2d_pred=out.joints2d_cpm,
+            joints2d_true=batch["joints2d"],
+            visible=visible,
+            crop_size=float(batch["image"].shape[1]),
+        )
+    if masked_features is not None:
+        # Examples without a mask compare their features with themselves (0).
+        has_mask = batch["has_mask"].astype(jnp.float32)
+        target = jnp.where(has_mask[:, None] > 0, masked_features, out.features)
+        terms["feature"] = losses.feature_loss(
+            features=out.features, masked_features=lax.stop_gradient(target)
+        )
+    return terms

@@ -5,7 +5,9 @@ import dataclasses
 import pytest
 
 from configs import default
-from handfit import augment, defaults, losses, refine
+from handfit import augment, defaults, losses, objective, refine
+from handfit.detect import DetectConfig
+from handfit.models import dhpe
 
 
 def test_every_library_default_is_the_default_configs():
@@ -20,6 +22,13 @@ def test_every_library_default_is_the_default_configs():
     assert losses.CROP_SCALE == config.data.crop_scale
     assert refine.RefineConfig() == refine.RefineConfig.from_config(config.refine)
     assert augment.AugmentConfig() == augment.AugmentConfig.from_config(config.augment, config.data)
+    assert DetectConfig() == DetectConfig.from_config(config.detect)
+    assert objective.LossOptions() == objective.LossOptions.from_config(config)
+    built, bare = dhpe.from_config(config), dhpe.DHPE()
+    for field in dataclasses.fields(dhpe.DHPE):
+        if field.name in config.model and field.name != "backbone":  # a name, not a class
+            assert getattr(bare, field.name) == getattr(built, field.name), field.name
+    assert (bare.crop_size, bare.render_budget) == (built.crop_size, built.render_budget)
 
 
 def test_build_types_values_as_the_defaults_and_refuses_unknown_keys():
@@ -37,6 +46,11 @@ def test_build_types_values_as_the_defaults_and_refuses_unknown_keys():
     )
     assert made.rotation_deg == (10.0, 20.0, 30.0) and made.crop_scale == 2.0
     assert made.per_seed == defaults.section("augment").per_seed  # not given: the default
+    detect = DetectConfig.from_config({"enabled": False, "max_hands": 2, "min_score": 1})
+    assert detect.max_hands == 2 and type(detect.min_score) is float  # 'enabled' is the CLI's
+    assert detect.threads == defaults.section("detect").threads
+    with pytest.raises(ValueError, match=r"config.detect: unknown fields \['max_handz'\]"):
+        DetectConfig.from_config({"max_handz": 2})
 
 
 def test_section_is_read_only_and_config_is_a_fresh_copy():

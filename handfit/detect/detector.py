@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from handfit import defaults
 from handfit.detect import graph, models
 
 
@@ -45,31 +46,30 @@ class Hand(NamedTuple):
     world: np.ndarray
 
 
+DETECT = defaults.section("detect")
+
+
 @dataclasses.dataclass(frozen=True)
 class DetectConfig:
-    """Settings of the detector (the ``config.detect`` section; see configs/default.py)."""
+    """Settings of the detector: the fields of ``config.detect`` but the CLI's ``enabled``,
+    each defaulting to (and explained in) configs/default.py's (``handfit.defaults``)."""
 
-    model_dir: str = ""
-    max_hands: int = 4
-    min_score: float = 0.5  # palm detection (MediaPipe's min_detection_confidence)
-    min_presence: float = 0.5  # hand presence (MediaPipe's min_tracking_confidence)
-    nms_iou: float = graph.NMS_IOU
-    second_pass: bool = True
-    tiles: int = 0  # >= 2: also look for small palms in tiles of 1/tiles of the longer side
-    threads: int = 2
+    model_dir: str = DETECT.model_dir
+    max_hands: int = DETECT.max_hands
+    min_score: float = DETECT.min_score
+    min_presence: float = DETECT.min_presence
+    nms_iou: float = DETECT.nms_iou
+    second_pass: bool = DETECT.second_pass
+    tiles: int = DETECT.tiles
+    threads: int = DETECT.threads
 
     @classmethod
     def from_config(cls, config: Mapping | DetectConfig | None) -> DetectConfig:
-        """From ``config.detect`` (ConfigDict or dict); keys that are not fields are ignored
-        only if they are the CLI's own (``enabled``), others are errors."""
+        """From ``config.detect`` (ConfigDict or dict, any subset of its fields); a key that
+        is not one of ``config.detect``'s is an error naming it."""
         if config is None or isinstance(config, cls):
             return config or cls()
-        items = dict(config.items())
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(items) - fields - {"enabled"})
-        if unknown:
-            raise ValueError(f"config.detect: unknown fields {unknown}; known: {sorted(fields)}")
-        return cls(**{k: v for k, v in items.items() if k in fields})
+        return defaults.build(cls, config, known=("detect",))
 
 
 def _interpreter(path, threads: int):
@@ -120,11 +120,12 @@ class Detector:
         """The palm detector on the square ``roi`` [5] (normalised): boxes, keypoints and
         scores over ``min_score``, before NMS, normalised in the image."""
         h, w = image.shape[:2]
-        crop = graph.warp(image, graph.crop_matrix(roi, w, h, graph.PALM_INPUT),
-                          graph.PALM_INPUT, "zero")  # fmt: skip
+        matrix = graph.crop_matrix(roi, w, h, graph.PALM_INPUT)
+        crop = graph.warp(image, matrix, graph.PALM_INPUT, "zero")
         raw_boxes, raw_scores = _run(self._palm, crop[None])
-        boxes, kps, scores = graph.decode_palms(raw_boxes[0], raw_scores[0], self._anchors,
-                                                self.config.min_score)  # fmt: skip
+        boxes, kps, scores = graph.decode_palms(
+            raw_boxes[0], raw_scores[0], self._anchors, self.config.min_score
+        )
         boxes = graph.roi_to_image(boxes.reshape(-1, 2, 2), roi).reshape(-1, 4)
         return boxes, graph.roi_to_image(kps, roi), scores
 
@@ -133,11 +134,15 @@ class Detector:
         (landmarks [21, 3] normalised with relative z, world [21, 3] m, presence, P(label
         'Left'))."""
         h, w = image.shape[:2]
-        crop = graph.warp(image, graph.crop_matrix(rect, w, h, graph.LANDMARK_INPUT),
-                          graph.LANDMARK_INPUT, "replicate")  # fmt: skip
+        matrix = graph.crop_matrix(rect, w, h, graph.LANDMARK_INPUT)
+        crop = graph.warp(image, matrix, graph.LANDMARK_INPUT, "replicate")
         raw, presence, handedness, world = _run(self._landmark, crop[None])
-        return (graph.project_landmarks(raw[0], rect, w, h), graph.project_world(world[0], rect),
-                float(presence.reshape(())), float(handedness.reshape(())))  # fmt: skip
+        return (
+            graph.project_landmarks(raw[0], rect, w, h),
+            graph.project_world(world[0], rect),
+            float(presence.reshape(())),
+            float(handedness.reshape(())),
+        )
 
     def __call__(self, image: np.ndarray) -> list[Hand]:
         """The hands in ``image [H, W, 3]`` uint8 RGB, best palm score first."""

@@ -95,8 +95,8 @@ def decode_palms(
       boxes [N, 4] (xmin, ymin, xmax, ymax), keypoints [N, 7, 2], scores [N], normalised.
     """
     raw_boxes = np.asarray(raw_boxes, np.float32).reshape(-1, 18)
-    scores = 1.0 / (1.0 + np.exp(-np.clip(np.asarray(raw_scores, np.float32).reshape(-1),
-                                          -SCORE_CLIP, SCORE_CLIP)))  # fmt: skip
+    logits = np.clip(np.asarray(raw_scores, np.float32).reshape(-1), -SCORE_CLIP, SCORE_CLIP)
+    scores = 1.0 / (1.0 + np.exp(-logits))
     keep = scores >= min_score
     raw, anc = raw_boxes[keep] / BOX_SCALE, anchors[keep]
     centre = raw[:, :2] + anc  # fixed_anchor_size: anchor w = h = 1
@@ -139,9 +139,11 @@ def weighted_nms(
         out_scores.append(scores[top])
         order = order[~close]
     n = len(out_scores)
-    return (np.reshape(out_boxes, (n, 4)).astype(np.float32),
-            np.reshape(out_kps, (n, NUM_PALM_KEYPOINTS, 2)).astype(np.float32),
-            np.asarray(out_scores, np.float32))  # fmt: skip
+    return (
+        np.reshape(out_boxes, (n, 4)).astype(np.float32),
+        np.reshape(out_kps, (n, NUM_PALM_KEYPOINTS, 2)).astype(np.float32),
+        np.asarray(out_scores, np.float32),
+    )
 
 
 def letterbox(width: int, height: int) -> np.ndarray:
@@ -199,15 +201,15 @@ def landmarks_to_rect(landmarks: np.ndarray, width: int, height: int) -> np.ndar
     pts = np.asarray(landmarks, np.float64)[list(LANDMARK_RECT_SUBSET)] * (width, height)
     # subset indices 4, 6, 8: index, middle and ring MCP
     target = ((pts[4] + pts[8]) / 2 + pts[6]) / 2
-    rotation = normalize_radians(np.pi / 2 - np.arctan2(-(target[1] - pts[0, 1]),
-                                                        target[0] - pts[0, 0]))  # fmt: skip
+    rotation = normalize_radians(
+        np.pi / 2 - np.arctan2(-(target[1] - pts[0, 1]), target[0] - pts[0, 0])
+    )
     centre = (pts.min(0) + pts.max(0)) / 2
     rot = _rotation_matrix(rotation)
     local = (pts - centre) @ rot  # rotated by -rotation
     lo, hi = local.min(0), local.max(0)
     centre = centre + rot @ ((lo + hi) / 2)
-    rect = np.array([centre[0] / width, centre[1] / height, (hi - lo)[0] / width,
-                     (hi - lo)[1] / height, rotation])  # fmt: skip
+    rect = np.array([*(centre / (width, height)), *((hi - lo) / (width, height)), rotation])
     return transform_rect(rect, width, height, **LANDMARK_RECT)
 
 
@@ -258,8 +260,12 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int, border: str) -> np.nd
     fx, fy = ((s - s0).astype(np.float32)[..., None] for s, s0 in ((sx, x0), (sy, y0)))
     flat = image.reshape(h * w, image.shape[-1])  # gather uint8 pixels, convert only those
     out = 0.0
-    for dy, dx, wgt in ((0, 0, (1 - fx) * (1 - fy)), (0, 1, fx * (1 - fy)),
-                        (1, 0, (1 - fx) * fy), (1, 1, fx * fy)):  # fmt: skip
+    for dy, dx, wgt in (
+        (0, 0, (1 - fx) * (1 - fy)),
+        (0, 1, fx * (1 - fy)),
+        (1, 0, (1 - fx) * fy),
+        (1, 1, fx * fy),
+    ):
         xx, yy = (x0 + dx).astype(np.int64), (y0 + dy).astype(np.int64)
         sample = flat[np.clip(yy, 0, h - 1) * w + np.clip(xx, 0, w - 1)].astype(np.float32)
         if border == "zero":

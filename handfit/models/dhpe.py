@@ -27,10 +27,12 @@ import jax.numpy as jnp
 import ml_collections
 from jax import lax
 
-from handfit import mano, params
+from handfit import defaults, mano, params
 from handfit import render as rnd
 from handfit.models import cpm as cpm_lib
 from handfit.models import heads, resnet
+
+MODEL, DATA = defaults.section("model"), defaults.section("data")
 
 
 @jax.tree_util.register_dataclass
@@ -90,22 +92,25 @@ class DHPE(nn.Module):
       cpm_input: the backbone map f_H reads ('stride8' as in the paper; 'stride4' gives
         small crops a finer map).
       mesh_hidden, refiner_hidden: hidden ReLU widths of f_M and f_R (() : the paper's one layer).
+
+    Each default named in ``config.model`` (and ``crop_size``, ``data.image_size``) is
+    configs/default.py's (``handfit.defaults``).
     """
 
     backbone: Callable[..., nn.Module] = resnet.ResNet50
     cpm: Callable[..., nn.Module] = cpm_lib.CPM
-    iterations: int = 3
-    use_refiner: bool = True
-    crop_size: int = 224
-    render_size: int = 56
-    sigma: float = 1.0
+    iterations: int = MODEL.iterations
+    use_refiner: bool = MODEL.use_refiner
+    crop_size: int = DATA.image_size
+    render_size: int = MODEL.render_size
+    sigma: float = MODEL.sigma
     render_budget: int | None = None
-    render_tile: int = 8
+    render_tile: int = MODEL.render_tile
     soft_argmax: bool = True
-    heatmap_form: str = "gaussian"
-    cpm_input: str = "stride8"
-    mesh_hidden: tuple[int, ...] = ()
-    refiner_hidden: tuple[int, ...] = ()
+    heatmap_form: str = MODEL.heatmap_form
+    cpm_input: str = MODEL.cpm_input
+    mesh_hidden: tuple[int, ...] = MODEL.mesh_hidden
+    refiner_hidden: tuple[int, ...] = MODEL.refiner_hidden
 
     def setup(self):
         size = float(self.crop_size)
@@ -203,9 +208,13 @@ class DHPE(nn.Module):
         small = rnd.resize(rnd.crop_camera(K, self.crop_size), self.render_size)
         small = jax.tree.map(lambda x: jnp.tile(x, t), rnd.batch_camera(small, b))
         sil = rnd.soft_silhouette(
-            vertices.reshape((-1,) + vertices.shape[2:]), hand.faces, small, sigma=self.sigma,
-            tile=self.render_tile, budget=self.render_budget,
-        )  # fmt: skip
+            vertices.reshape((-1,) + vertices.shape[2:]),
+            hand.faces,
+            small,
+            sigma=self.sigma,
+            tile=self.render_tile,
+            budget=self.render_budget,
+        )
         return rnd.SoftSilhouette(
             sil.silhouette.reshape((t, b) + sil.silhouette.shape[1:]), sil.overflow.reshape(t, b)
         )
@@ -217,7 +226,9 @@ HEATMAP_FORMS = ("gaussian", "logits")  # what f_H's maps are (see DHPE.heatmap_
 
 
 def from_config(config: ml_collections.ConfigDict, *, bn_axis_name: str | None = None) -> DHPE:
-    """The DHPE of ``config.model`` at ``config.data.image_size``.
+    """The DHPE of ``config.model`` at ``config.data.image_size``: the constructors of f_F
+    and f_H, ``crop_size`` and ``render_budget`` (0: None) from the config, every other
+    field that ``config.model`` names from its field of that name (``defaults.build``).
 
     ``bn_axis_name`` makes BatchNorm average its statistics over that mapped axis
     (e.g. 'data' inside ``shard_map``).
@@ -236,21 +247,13 @@ def from_config(config: ml_collections.ConfigDict, *, bn_axis_name: str | None =
         heatmap_size=config.data.heatmap_size,
     )
     width = {"num_filters": m.backbone_width} if m.backbone_width else {}
-    return DHPE(
-        backbone=partial(BACKBONES[m.backbone], bn_axis_name=bn_axis_name, **width),
-        cpm=cpm,
-        iterations=m.iterations,
-        use_refiner=m.use_refiner,
-        crop_size=config.data.image_size,
-        render_size=m.render_size,
-        sigma=m.sigma,
-        render_budget=m.render_budget or None,
-        render_tile=m.render_tile,
-        heatmap_form=m.heatmap_form,
-        cpm_input=m.cpm_input,
-        mesh_hidden=tuple(m.mesh_hidden),
-        refiner_hidden=tuple(m.refiner_hidden),
-    )
+    not_by_name = {
+        "backbone": partial(BACKBONES[m.backbone], bn_axis_name=bn_axis_name, **width),
+        "cpm": cpm,
+        "crop_size": config.data.image_size,
+        "render_budget": m.render_budget or None,
+    }
+    return defaults.build(DHPE, not_by_name, m)
 
 
 def init(model: DHPE, key: jax.Array, hand: mano.HandModel, batch: int = 1) -> dict[str, Any]:

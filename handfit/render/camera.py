@@ -60,10 +60,9 @@ def _f32(x) -> Array:
 
 def perspective_camera(fx, fy, cx, cy, height: int, width: int, *, near: float = 1e-3) -> Camera:
     """A perspective camera; ``fx .. cy``: [] or [B] (pixels)."""
-    return Camera(
-        _f32(fx), _f32(fy), _f32(cx), _f32(cy), int(height), int(width),
-        ref_depth=jnp.ones((), jnp.float32), weak=False, near=float(near),
-    )  # fmt: skip
+    intrinsics = [_f32(v) for v in (fx, fy, cx, cy)]
+    ref_depth = jnp.ones((), jnp.float32)
+    return Camera(*intrinsics, int(height), int(width), ref_depth, weak=False, near=float(near))
 
 
 def crop_camera(K: Array, size: int) -> Camera:
@@ -81,10 +80,8 @@ def weak_perspective_camera(scale, cx, cy, height: int, width: int, *, scale_y=N
     """
     scale = _f32(scale)
     scale_y = scale if scale_y is None else _f32(scale_y)
-    return Camera(
-        scale, scale_y, _f32(cx), _f32(cy), int(height), int(width),
-        ref_depth=jnp.ones((), scale.dtype), weak=True, near=0.0,
-    )  # fmt: skip
+    cx, cy, ref_depth = _f32(cx), _f32(cy), jnp.ones((), scale.dtype)
+    return Camera(scale, scale_y, cx, cy, int(height), int(width), ref_depth, weak=True, near=0.0)
 
 
 def as_weak(camera: Camera, ref_depth) -> Camera:

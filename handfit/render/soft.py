@@ -174,8 +174,10 @@ def _transmission_bwd(shape, res, g):
     py, px = _tiles.block_pixels(pairs.top, pairs.left, size, tri.dtype)
     edges = _edge_data(tri, pairs.face)
     near = [e == i for i in range(3)]
-    pick = [jnp.where(near[0], edges[0][m], jnp.where(near[1], edges[1][m], edges[2][m]))
-            for m in range(5)]  # fmt: skip
+    pick = [
+        jnp.where(near[0], edges[0][m], jnp.where(near[1], edges[1][m], edges[2][m]))
+        for m in range(5)
+    ]
     t, rx, ry = _closest(py, px, tuple(pick))
     kb = -2.0 * k * t  # dL/db = kb r
     ka = -2.0 * k - kb  # dL/da = ka r
