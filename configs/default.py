@@ -4,8 +4,9 @@
 
 Every field can be overridden on the command line, e.g. ``--config.hand.side=left``.
 This file is the one place each default is written: the library's settings
-(``handfit.refine.RefineConfig``, ``handfit.augment.AugmentConfig``, the loss weights) take
-theirs from it (``handfit.defaults``). It imports nothing from handfit.
+(``handfit.refine.RefineConfig``, ``handfit.augment.AugmentConfig``,
+``handfit.detect.DetectConfig``, ``handfit.objective.LossOptions``, the DHPE's fields, the
+loss weights) take theirs from it (``handfit.defaults``). It imports nothing from handfit.
 """
 
 import ml_collections

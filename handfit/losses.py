@@ -489,8 +489,8 @@ def laplacian_loss(
 
     * ``mode='delta'`` (handfit's default): ``||delta(v_i) - delta(t_i)||^2``, the change of
       each vertex's Laplacian from the template's, since a hand at rest is not flat.
-      Pass vertices in the model's frame (e.g. ``mano.forward(model, pose, shape).vertices``,
-      before the global rotation, scale and translation of ``params.mesh``): delta turns
+      Pass vertices in the model's frame (``params.mesh(...).model_frame.vertices``, or the
+      DHPE's ``model_vertices``: before the global rotation, scale and translation): delta turns
       with the surface, so camera-space vertices would be penalised for the hand's rotation.
     * ``mode='plain'`` (the paper's text): ``||delta(v_i)||^2``; ``template`` is ignored.
 

@@ -190,9 +190,15 @@ def _augmented(state, batch, key, *, model, hand, config: augment.AugmentConfig)
     batch = dict(batch)
     backgrounds = batch.pop("backgrounds", None)
     generated = _generated(
-        state.variables, batch["image"], batch["K"], key, model=model, hand=hand,
-        config=config, backgrounds=backgrounds,
-    )  # fmt: skip
+        state.variables,
+        batch["image"],
+        batch["K"],
+        key,
+        model=model,
+        hand=hand,
+        config=config,
+        backgrounds=backgrounds,
+    )
     return augment.extend(batch, generated.batch)
 
 
@@ -214,13 +220,24 @@ def _train_step(
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
         out, updates, silhouettes, masked = _forward(
-            model, variables, batch, hand, train=True, masked_pass=masked_pass,
-            options=options, key=key,
-        )  # fmt: skip
+            model,
+            variables,
+            batch,
+            hand,
+            train=True,
+            masked_pass=masked_pass,
+            options=options,
+            key=key,
+        )
         total, logs = objective.dhpe_loss(
-            out=out, batch=batch, hand=hand, faces=faces, options=options,
-            silhouettes=silhouettes, masked_features=masked,
-        )  # fmt: skip
+            out=out,
+            batch=batch,
+            hand=hand,
+            faces=faces,
+            options=options,
+            silhouettes=silhouettes,
+            masked_features=masked,
+        )
         return total, (logs, updates["batch_stats"])
 
     # Differentiate with respect to this device's (varying) copy of the weights: the gradient
@@ -256,13 +273,23 @@ def module_grad_norms(grads: Mapping[str, Any]) -> dict[str, jax.Array]:
 def _eval_step(state, batch, *, model, hand, faces, options, masked_pass):
     """Validation losses (eval-mode BatchNorm) on this device's slice, ``pmean``-ed."""
     out, _, silhouettes, masked = _forward(
-        model, state.variables, batch, hand, train=False, masked_pass=masked_pass,
+        model,
+        state.variables,
+        batch,
+        hand,
+        train=False,
+        masked_pass=masked_pass,
         options=options,
-    )  # fmt: skip
+    )
     _, logs = objective.dhpe_loss(
-        out=out, batch=batch, hand=hand, faces=faces, options=options,
-        silhouettes=silhouettes, masked_features=masked,
-    )  # fmt: skip
+        out=out,
+        batch=batch,
+        hand=hand,
+        faces=faces,
+        options=options,
+        silhouettes=silhouettes,
+        masked_features=masked,
+    )
     return lax.pmean(logs, AXIS)
 
 

@@ -87,9 +87,13 @@ def test_prepared_through_tfds_and_the_pipeline(tmp_path):
 
 def test_the_test_split_can_be_drawn_wider():
     spec = synthetic.SyntheticSpec(
-        image_size=32, occluder_prob=0.0, shape_std=0.1, test_shape_std=3.0,
-        rotation_deg=(5.0, 5.0, 5.0), test_rotation_deg=(90.0, 90.0, 90.0),
-    )  # fmt: skip
+        image_size=32,
+        occluder_prob=0.0,
+        shape_std=0.1,
+        test_shape_std=3.0,
+        rotation_deg=(5.0, 5.0, 5.0),
+        test_rotation_deg=(90.0, 90.0, 90.0),
+    )
     train = np.stack([r["mano_shape"] for r in synthetic.generate(spec, "train", 0, 8)])
     test = np.stack([r["mano_shape"] for r in synthetic.generate(spec, "test", 0, 8)])
     assert train.std() < 0.3 < 1.5 < test.std()

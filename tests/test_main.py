@@ -25,17 +25,25 @@ def _main(*args, code=None):
     "flags, message",
     [
         # An unknown field: three chained tracebacks before.
-        (["--config=configs/tiny.py", "--config.train.nosuch=3"], "--config.train.nosuch=3: "
-         "the config has no field 'train.nosuch'; config.train has: batch_size, checkpoint_every"),
-        (["--config.model.cpm_widht=3"], "--config.model.cpm_widht=3: the config has no field "
-         "'model.cpm_widht' (Did you mean \"cpm_width\" instead"),  # in the default config
+        (
+            ["--config=configs/tiny.py", "--config.train.nosuch=3"],
+            "--config.train.nosuch=3: the config has no field 'train.nosuch'; "
+            "config.train has: batch_size, checkpoint_every",
+        ),
+        (
+            ["--config.model.cpm_widht=3"],
+            "--config.model.cpm_widht=3: the config has no field "
+            "'model.cpm_widht' (Did you mean \"cpm_width\" instead",
+        ),  # in the default config
         (["--config.train.steps=ten"], "flag --config.train.steps=ten: invalid literal for int()"),
         (["--config=configs/nope.py"], "--config: [Errno 2] No such file or directory"),
         # Out of range: a ZeroDivisionError after compiling, in --mode=train.
-        (["--config.train.checkpoint_every=0"], "config.train.checkpoint_every=0; expected an "
-         "integer >= 1"),
+        (
+            ["--config.train.checkpoint_every=0"],
+            "config.train.checkpoint_every=0; expected an integer >= 1",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_user_error_is_one_line_and_status_2(flags, message, tmp_path):
     run = _main(*flags, f"--workdir={tmp_path}")
     assert run.returncode == 2, run.stderr

@@ -143,8 +143,12 @@ def test_gradients_reach_every_network_but_f_h_only_from_its_own_joints(run):
         def loss(p):
             out, _ = model.apply(
                 {"params": p, "batch_stats": variables["batch_stats"]},
-                images, K, HAND, train=True, mutable=["batch_stats"],
-            )  # fmt: skip
+                images,
+                K,
+                HAND,
+                train=True,
+                mutable=["batch_stats"],
+            )
             return output(out)
 
         grads = jax.jit(jax.grad(loss))(variables["params"])

@@ -24,13 +24,26 @@ def test_flat_colour_and_lambert_shading():
     np.testing.assert_allclose(out.rgb[0][m], np.tile(col * 0.9, (m.sum(), 1)), rtol=1e-5)
     # Light at 60 degrees from the normal: cos = 1/2.
     tilted = render.shade(
-        SQUARE_V, SQUARE_F, jnp.tile(col, (4, 1)), CAM,
-        light_dir=(0.0, np.sin(np.pi / 3), -np.cos(np.pi / 3)), ambient=0.3, diffuse=0.6,
-    )  # fmt: skip
+        SQUARE_V,
+        SQUARE_F,
+        jnp.tile(col, (4, 1)),
+        CAM,
+        light_dir=(0.0, np.sin(np.pi / 3), -np.cos(np.pi / 3)),
+        ambient=0.3,
+        diffuse=0.6,
+    )
     np.testing.assert_allclose(tilted.rgb[0][m], np.tile(col * 0.6, (m.sum(), 1)), rtol=1e-5)
     # One-sided light from behind: only ambient.
-    back = render.shade(SQUARE_V, SQUARE_F, jnp.tile(col, (4, 1)), CAM, light_dir=(0, 0, 1.0),
-                        ambient=0.3, diffuse=0.6, two_sided=False)  # fmt: skip
+    back = render.shade(
+        SQUARE_V,
+        SQUARE_F,
+        jnp.tile(col, (4, 1)),
+        CAM,
+        light_dir=(0, 0, 1.0),
+        ambient=0.3,
+        diffuse=0.6,
+        two_sided=False,
+    )
     np.testing.assert_allclose(back.rgb[0][m], np.tile(col * 0.3, (m.sum(), 1)), rtol=1e-5)
 
 
