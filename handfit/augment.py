@@ -238,49 +238,19 @@ def generate(
       dtypes of ``pipeline.process``, ready to concatenate with the real batch.
     """
     b, s = images.shape[0], images.shape[1]
-    k = config.per_seed
-    n = b * k
-    if images.shape != (b, s, s, 3):
-        raise ValueError(f"augment: images must be [B, S, S, 3] square crops, got {images.shape}")
-    if K.shape != (b, 3, 3):
-        raise ValueError(f"augment: K must be [{b}, 3, 3], got {K.shape}")
-    if seeds.pose.shape[0] != b:
-        raise ValueError(f"augment: {seeds.pose.shape[0]} seed hands for {b} images")
-    if backgrounds is not None and backgrounds.shape != (n, s, s, 3):
-        raise ValueError(
-            f"augment: backgrounds must be [B * per_seed, S, S, 3] = [{n}, {s}, {s}, 3], "
-            f"got {backgrounds.shape}"
-        )
+    n = b * config.per_seed
+    _check_generate_inputs(seeds, images, K, backgrounds, config.per_seed)
     seeds, images, K = jax.lax.stop_gradient((seeds, images.astype(jnp.float32), K))
     base = jnp.broadcast_to(jnp.asarray(base_translation, jnp.float32), (b, 3))
     scale = params.metric_scale(seeds)  # [B]
 
     # 1. Texture from the seed image.
-    camera = rnd.crop_camera(K, s)
-    seed_mesh = params.mesh(seeds, model, base_translation=base)
-    colors, _ = vertex_colors(
-        seed_mesh.vertices,
-        model.faces,
-        model.v_template,
-        images,
-        camera,
-        tolerance=config.vertex_tolerance * scale,
-    )
+    colors = _seed_colors(seeds, images, K, base, model, config.vertex_tolerance * scale)
 
     # 2. New shapes and rotations about the root; pose, scale and translation kept.
     k_shape, k_rot, k_bg = jax.random.split(key, 3)
-    num_betas = seeds.shape.shape[-1]
-    shape = config.shape_range * jax.random.uniform(
-        k_shape, (n, num_betas), minval=-1.0, maxval=1.0
-    )
-    turn = geometry.random_rotations(k_rot, config.rotation_deg, (b, k))  # [B, k, 3, 3]
-    rot = (turn @ params.rotation(seeds)[:, None]).reshape(n, 3, 3)
-
-    def repeat(x):
-        return jnp.repeat(x, k, axis=0)
-
-    # The seed's pose, scale and root position; a new shape and rotation.
-    new = jax.tree.map(repeat, seeds)._replace(shape=shape, quat=params.encode_rotation(rot))
+    new = _new_hands(seeds, k_shape, k_rot, config)
+    repeat = functools.partial(_per_seed, k=config.per_seed)
     mesh = params.mesh(new, model, base_translation=repeat(base))
 
     # 3. Render and composite.
@@ -294,9 +264,91 @@ def generate(
     image = rnd.composite(shaded, backgrounds)
 
     # 4. Labels.
-    frags = rnd.rasterize(mesh.vertices, model.faces, camera)
+    tolerance = config.joint_tolerance * repeat(scale)
+    batch = _batch(image, shaded.alpha, repeat(K), mesh, model.faces, camera, tolerance, config)
+    return Augmented(batch, new, colors, shaded.alpha, shaded.overflow)
+
+
+def _check_generate_inputs(
+    seeds: params.MeshParams, images: Array, K: Array, backgrounds: Array | None, per_seed: int
+) -> None:
+    """Raises naming the argument of :func:`generate` whose shape does not fit the others."""
+    b, s = images.shape[0], images.shape[1]
+    n = b * per_seed
+    if images.shape != (b, s, s, 3):
+        raise ValueError(f"augment: images must be [B, S, S, 3] square crops, got {images.shape}")
+    if K.shape != (b, 3, 3):
+        raise ValueError(f"augment: K must be [{b}, 3, 3], got {K.shape}")
+    if seeds.pose.shape[0] != b:
+        raise ValueError(f"augment: {seeds.pose.shape[0]} seed hands for {b} images")
+    if backgrounds is not None and backgrounds.shape != (n, s, s, 3):
+        raise ValueError(
+            f"augment: backgrounds must be [B * per_seed, S, S, 3] = [{n}, {s}, {s}, 3], "
+            f"got {backgrounds.shape}"
+        )
+
+
+def _seed_colors(
+    seeds: params.MeshParams,
+    images: Array,
+    K: Array,
+    base: Array,
+    model: mano.HandModel,
+    tolerance: Array,
+) -> Array:
+    """[B, V, 3] the seed hands' vertex colours read from their crops ``images`` [B, S, S, 3]
+    (intrinsics ``K`` [B, 3, 3], placed from ``base`` [B, 3]; ``tolerance`` [B], see
+    :func:`vertex_colors`)."""
+    camera = rnd.crop_camera(K, images.shape[1])
+    seed_mesh = params.mesh(seeds, model, base_translation=base)
+    colors, _ = vertex_colors(
+        seed_mesh.vertices, model.faces, model.v_template, images, camera, tolerance=tolerance
+    )
+    return colors
+
+
+def _per_seed(x: Array, k: int) -> Array:
+    """``x`` [B, ...] with each seed's row repeated ``k`` times: [B * k, ...]."""
+    return jnp.repeat(x, k, axis=0)
+
+
+def _new_hands(
+    seeds: params.MeshParams, k_shape: Array, k_rot: Array, config: AugmentConfig
+) -> params.MeshParams:
+    """[B * per_seed] new hands: each seed's pose, scale and root position, with a shape
+    drawn from ``k_shape`` and the seed's rotation turned about camera axes by ``k_rot``."""
+    b, k = seeds.pose.shape[0], config.per_seed
+    n = b * k
+    num_betas = seeds.shape.shape[-1]
+    shape = config.shape_range * jax.random.uniform(
+        k_shape, (n, num_betas), minval=-1.0, maxval=1.0
+    )
+    turn = geometry.random_rotations(k_rot, config.rotation_deg, (b, k))  # [B, k, 3, 3]
+    rot = (turn @ params.rotation(seeds)[:, None]).reshape(n, 3, 3)
+    repeated = jax.tree.map(functools.partial(_per_seed, k=k), seeds)
+    return repeated._replace(shape=shape, quat=params.encode_rotation(rot))
+
+
+def _batch(
+    image: Array,
+    alpha: Array,
+    K: Array,
+    mesh: params.Placed,
+    faces: Array,
+    camera: rnd.Camera,
+    tolerance: Array,
+    config: AugmentConfig,
+) -> dict[str, Array]:
+    """The N generated examples as ``pipeline.process``'s batch (module docstring, 4.).
+
+    image: [N, S, S, 3] composited; alpha: [N, S, S] rendered alpha; K: [N, 3, 3];
+    mesh: the N hands in camera space; faces: [F, 3]; camera: the crops' camera [N];
+    tolerance: [N] how far (camera units) a joint may lie behind the surface and be visible.
+    """
+    n, s = image.shape[0], image.shape[1]
+    frags = rnd.rasterize(mesh.vertices, faces, camera)
     uv, depth = rnd.project_with_depth(mesh.joints, camera)
-    visible = _unoccluded(uv, depth, frags, config.joint_tolerance * repeat(scale), camera.near)
+    visible = _unoccluded(uv, depth, frags, tolerance, camera.near)
     joints2d = jnp.where(visible[..., None], uv, 0.0)
     # The visible (else all) joints' box, as the pipeline's norm_size (pipeline.tight_box).
     box = geometry.tight_box(uv, jnp.where(jnp.any(visible, -1, keepdims=True), visible, True))
@@ -310,11 +362,11 @@ def generate(
             xp=jnp,
         )
     )(joints2d, visible)
-    batch = {
+    return {
         "image": image.astype(jnp.float32),
-        "mask": (shaded.alpha > 0.5).astype(jnp.float32),
+        "mask": (alpha > 0.5).astype(jnp.float32),
         "has_mask": jnp.ones((n,), bool),
-        "K": repeat(K).astype(jnp.float32),
+        "K": K.astype(jnp.float32),
         "joints3d": mesh.joints.astype(jnp.float32),
         "joints2d": joints2d.astype(jnp.float32),
         "visible": visible,
@@ -322,7 +374,6 @@ def generate(
         "norm_size": (config.crop_scale * box_side).astype(jnp.float32),
         "mirrored": jnp.zeros((n,), bool),
     }
-    return Augmented(batch, new, colors, shaded.alpha, shaded.overflow)
 
 
 def extend(batch: dict[str, Array], generated: dict[str, Array]) -> dict[str, Array]:

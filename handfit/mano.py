@@ -148,6 +148,21 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: not a readable .npz archive ({e})") from e
 
 
+# MANO's keys that every model file holds (``side``, ``fingertip_ids``, ``name``,
+# ``joint_frames`` and ``joint_limits`` are optional).
+_REQUIRED = (
+    "v_template",
+    "shapedirs",
+    "posedirs",
+    "J_regressor",
+    "weights",
+    "kintree_table",
+    "f",
+    "hands_components",
+    "hands_mean",
+)
+
+
 def from_arrays(
     arrays: dict,
     *,
@@ -162,63 +177,104 @@ def from_arrays(
     taken from the arrays when they hold them (keys ``side``, ``fingertip_ids``), else
     from the arguments, else (for 778-vertex models) MANO's published tip ids.
     """
-    required = (
-        "v_template",
-        "shapedirs",
-        "posedirs",
-        "J_regressor",
-        "weights",
-        "kintree_table",
-        "f",
-        "hands_components",
-        "hands_mean",
-    )
-    missing = [k for k in required if k not in arrays]
+    missing = [k for k in _REQUIRED if k not in arrays]
     _check(
-        not missing, where, f"not a MANO model: missing keys {missing} (expected {list(required)})"
+        not missing, where, f"not a MANO model: missing keys {missing} (expected {list(_REQUIRED)})"
     )
+    mano_arrays = _read_mano_arrays(arrays, where)
+    _check_mano_arrays(mano_arrays, where)
+    n_v = mano_arrays["v_template"].shape[0]
+    parents = _parents(arrays["kintree_table"], where)
+    side = str(np.asarray(arrays["side"])) if "side" in arrays else side
+    _check(side in ("right", "left"), where, "hand side unknown: pass side='right' or side='left'")
+    fingertip_ids = _fingertip_ids(arrays, fingertip_ids, side, n_v, where)
+    frames = _optional_array(arrays, "joint_frames", (15, 3, 3), where)
+    limits = _optional_array(arrays, "joint_limits", (15, 3, 2), where)
+    if name is None:
+        name = str(np.asarray(arrays["name"])) if "name" in arrays else Path(where).name
+    return HandModel(
+        v_template=mano_arrays["v_template"],
+        shapedirs=mano_arrays["shapedirs"],
+        posedirs=mano_arrays["posedirs"],
+        j_regressor=mano_arrays["J_regressor"],
+        weights=mano_arrays["weights"],
+        faces=mano_arrays["f"],
+        hands_components=mano_arrays["hands_components"],
+        hands_mean=mano_arrays["hands_mean"],
+        joint_frames=frames,
+        joint_limits=limits,
+        parents=parents,
+        fingertip_ids=fingertip_ids,
+        side=side,
+        name=name,
+    )
+
+
+def _read_mano_arrays(arrays: dict, where: str) -> dict[str, np.ndarray]:
+    """MANO's arrays (by MANO's keys, ``kintree_table`` left out) as numpy: float32, ``f``
+    int32, ``hands_mean`` flat, ``J_regressor`` dense; checks ``v_template`` is [V, 3]."""
     v = np.asarray(arrays["v_template"], np.float32)
     _check(v.ndim == 2 and v.shape[1] == 3, where, f"v_template must be [V, 3], got {v.shape}")
-    n_v = v.shape[0]
-    j_reg = arrays["J_regressor"]
-    if scipy.sparse.issparse(j_reg):  # checked before densifying: a shape may ask for TiBs
+    return {
+        "v_template": v,
+        "J_regressor": _dense_regressor(arrays["J_regressor"], v.shape[0], where),
+        "shapedirs": np.asarray(arrays["shapedirs"], np.float32),
+        "posedirs": np.asarray(arrays["posedirs"], np.float32),
+        "weights": np.asarray(arrays["weights"], np.float32),
+        "f": np.asarray(arrays["f"]).astype(np.int32),
+        "hands_components": np.asarray(arrays["hands_components"], np.float32),
+        "hands_mean": np.asarray(arrays["hands_mean"], np.float32).reshape(-1),
+    }
+
+
+def _dense_regressor(j_reg, n_v: int, where: str) -> np.ndarray:
+    """[16, V] float32 ``J_regressor`` from a dense or ``scipy.sparse`` one; a sparse one's
+    shape is checked before densifying (a shape may ask for TiBs)."""
+    if scipy.sparse.issparse(j_reg):
         _check(
             j_reg.shape == (NUM_JOINTS, n_v),
             where,
             f"J_regressor must have shape [{NUM_JOINTS}, {n_v}] (V={n_v}), got {list(j_reg.shape)}",
         )
         j_reg = j_reg.toarray()
-    j_reg = np.asarray(j_reg, np.float32)
-    shapedirs = np.asarray(arrays["shapedirs"], np.float32)
-    posedirs = np.asarray(arrays["posedirs"], np.float32)
-    weights = np.asarray(arrays["weights"], np.float32)
-    faces = np.asarray(arrays["f"]).astype(np.int32)
-    comps = np.asarray(arrays["hands_components"], np.float32)
-    mean = np.asarray(arrays["hands_mean"], np.float32).reshape(-1)
-    for key, arr, shape in [
-        ("shapedirs", shapedirs, (n_v, 3, None)),
-        ("posedirs", posedirs, (n_v, 3, 9 * (NUM_JOINTS - 1))),
-        ("J_regressor", j_reg, (NUM_JOINTS, n_v)),
-        ("weights", weights, (n_v, NUM_JOINTS)),
-        ("f", faces, (None, 3)),
-        ("hands_components", comps, (None, NUM_POSE)),
-        ("hands_mean", mean, (NUM_POSE,)),
+    return np.asarray(j_reg, np.float32)
+
+
+def _check_mano_arrays(mano_arrays: dict[str, np.ndarray], where: str) -> None:
+    """Checks ``_read_mano_arrays``'s arrays: shapes for V = ``v_template``'s vertices, face
+    ids in [0, V), no NaN or inf."""
+    n_v = mano_arrays["v_template"].shape[0]
+    for key, shape in [
+        ("shapedirs", (n_v, 3, None)),
+        ("posedirs", (n_v, 3, 9 * (NUM_JOINTS - 1))),
+        ("J_regressor", (NUM_JOINTS, n_v)),
+        ("weights", (n_v, NUM_JOINTS)),
+        ("f", (None, 3)),
+        ("hands_components", (None, NUM_POSE)),
+        ("hands_mean", (NUM_POSE,)),
     ]:
+        arr = mano_arrays[key]
         ok = arr.ndim == len(shape) and all(s is None or a == s for a, s in zip(arr.shape, shape))
         want = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
         _check(ok, where, f"{key} must have shape {want} (V={n_v}), got {list(arr.shape)}")
+    faces = mano_arrays["f"]
     _check(faces.min() >= 0 and faces.max() < n_v, where, f"f holds vertex ids outside [0, {n_v})")
-    for key, arr in [
-        ("v_template", v),
-        ("shapedirs", shapedirs),
-        ("posedirs", posedirs),
-        ("J_regressor", j_reg),
-        ("weights", weights),
-        ("hands_components", comps),
-        ("hands_mean", mean),
-    ]:
-        _check_finite(arr, key, where)
-    kintree = np.asarray(arrays["kintree_table"]).astype(np.int64)
+    for key in (
+        "v_template",
+        "shapedirs",
+        "posedirs",
+        "J_regressor",
+        "weights",
+        "hands_components",
+        "hands_mean",
+    ):
+        _check_finite(mano_arrays[key], key, where)
+
+
+def _parents(kintree_table, where: str) -> tuple[int, ...]:
+    """The 16 joints' parents (-1 for the wrist) from MANO's [2, 16] ``kintree_table``,
+    checked to be MANO's tree."""
+    kintree = np.asarray(kintree_table).astype(np.int64)
     _check(
         kintree.shape == (2, NUM_JOINTS),
         where,
@@ -230,59 +286,39 @@ def from_arrays(
         where,
         f"kintree_table parents {parents} differ from MANO's {skeleton.MANO_PARENTS}",
     )
+    return parents
 
-    side = str(np.asarray(arrays["side"])) if "side" in arrays else side
-    _check(side in ("right", "left"), where, "hand side unknown: pass side='right' or side='left'")
+
+def _fingertip_ids(
+    arrays: dict, given: tuple[int, ...] | None, side: str, n_v: int, where: str
+) -> tuple[int, ...]:
+    """The 5 fingertip vertex ids (thumb to pinky): the arrays' ``fingertip_ids``, else
+    ``given``, else MANO's for a 778-vertex ``side`` hand; checked to lie in [0, V)."""
     if "fingertip_ids" in arrays:
-        fingertip_ids = tuple(int(i) for i in np.asarray(arrays["fingertip_ids"]))
-    elif fingertip_ids is None and n_v == 778:
-        fingertip_ids = MANO_FINGERTIPS[side]
+        given = tuple(int(i) for i in np.asarray(arrays["fingertip_ids"]))
+    elif given is None and n_v == 778:
+        given = MANO_FINGERTIPS[side]
     _check(
-        fingertip_ids is not None and len(fingertip_ids) == 5,
+        given is not None and len(given) == 5,
         where,
         "fingertip vertex ids unknown: pass fingertip_ids=(thumb, index, middle, ring, pinky)",
     )
-    _check(
-        all(0 <= i < n_v for i in fingertip_ids),
-        where,
-        f"fingertip_ids {fingertip_ids} outside [0, {n_v})",
-    )
-    frames = arrays.get("joint_frames")
-    limits = arrays.get("joint_limits")
-    if frames is not None:
-        frames = np.asarray(frames, np.float32)
-        _check(
-            frames.shape == (15, 3, 3),
-            where,
-            f"joint_frames must be [15, 3, 3], got {frames.shape}",
-        )
-        _check_finite(frames, "joint_frames", where)
-    if limits is not None:
-        limits = np.asarray(limits, np.float32)
-        _check(
-            limits.shape == (15, 3, 2),
-            where,
-            f"joint_limits must be [15, 3, 2], got {limits.shape}",
-        )
-        _check_finite(limits, "joint_limits", where)
-    if name is None:
-        name = str(np.asarray(arrays["name"])) if "name" in arrays else Path(where).name
-    return HandModel(
-        v_template=v,
-        shapedirs=shapedirs,
-        posedirs=posedirs,
-        j_regressor=j_reg,
-        weights=weights,
-        faces=faces,
-        hands_components=comps,
-        hands_mean=mean,
-        joint_frames=frames,
-        joint_limits=limits,
-        parents=parents,
-        fingertip_ids=tuple(fingertip_ids),
-        side=side,
-        name=name,
-    )
+    _check(all(0 <= i < n_v for i in given), where, f"fingertip_ids {given} outside [0, {n_v})")
+    return tuple(given)
+
+
+def _optional_array(
+    arrays: dict, key: str, shape: tuple[int, ...], where: str
+) -> np.ndarray | None:
+    """``arrays[key]`` as float32 checked to be ``shape`` and finite, or None if absent."""
+    value = arrays.get(key)
+    if value is None:
+        return None
+    value = np.asarray(value, np.float32)
+    want = "[" + ", ".join(str(s) for s in shape) + "]"
+    _check(value.shape == shape, where, f"{key} must be {want}, got {value.shape}")
+    _check_finite(value, key, where)
+    return value
 
 
 def _side_from_name(path: Path) -> str | None:

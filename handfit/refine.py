@@ -495,100 +495,188 @@ def _group_optimizer(cfg: RefineConfig) -> optax.GradientTransformation:
     )
 
 
+class _Problem(NamedTuple):
+    """What the refinement loss reads besides the parameters (fixed over the steps)."""
+
+    model: mano.HandModel
+    camera: Camera  # fields [B]: the evidence's image
+    base: jax.Array  # [B, 3] where trans = 0 puts the middle MCP
+    visible: jax.Array  # [B, 21] in the parameters' dtype
+    world: jax.Array | None  # [B, 21, 3] in the parameters' dtype, or None
+    images: jax.Array | None  # [B, H, W, 3] the crops of the 'features' term
+    f_r: Callable | None  # the DHPE's f_R (DHPEHooks.refine_joints2d)
+    f_f: Callable | None  # the DHPE's f_F (DHPEHooks.features)
+    faces: jax.Array | np.ndarray  # [F, 3]: _Faces.array when concrete, else the model's
+    render_camera: Camera  # the camera resized to the silhouettes' (h, w)
+    budget: int  # (face, window) pairs per silhouette
+    sil_target: jax.Array | None = None  # [B, h, w] the 'mask' or 'initial' target
+    feat_target: jax.Array | None = None  # [B, D] f_F of the images, the 'features' target
+
+
 @functools.partial(jax.jit, static_argnames=("cfg", "target", "faces", "budget"))
 def _refine(p0, evidence, model, camera, base, images, f_r, f_f, *, cfg, target, faces, budget):
-    b = p0.pose.shape[0]
+    """``refine``'s compiled work on checked inputs (camera fields [B], base [B, 3]):
+    ``cfg.steps`` steps from ``p0`` towards ``evidence`` with the silhouette ``target``;
+    ``faces`` is a static ``_Faces`` or None (traced), ``budget`` the silhouettes'."""
     dtype = p0.pose.dtype
-    faces_arr = model.faces if faces is None else faces.array
-    h, w = _render_shape(camera, cfg.render_size)
-    rcam = render.resize(camera, (h, w))
-    size = float(max(camera.height, camera.width))
-    use_sil = cfg.silhouette_weight > 0
-    use_fr = f_r is not None
-    visible = evidence.visible.astype(dtype)
-    ev_world = None if evidence.world is None else evidence.world.astype(dtype)
+    render_camera = render.resize(camera, _render_shape(camera, cfg.render_size))
+    prob = _Problem(
+        model=model,
+        camera=camera,
+        base=base,
+        visible=evidence.visible.astype(dtype),
+        world=None if evidence.world is None else evidence.world.astype(dtype),
+        images=images,
+        f_r=f_r,
+        f_f=f_f,
+        faces=model.faces if faces is None else faces.array,
+        render_camera=render_camera,
+        budget=budget,
+    )
+    sil_target, feat_target = _silhouette_targets(p0, evidence.mask, prob, cfg, target)
+    prob = prob._replace(sil_target=sil_target, feat_target=feat_target)
+    loss_fn = functools.partial(_loss, prob=prob, cfg=cfg, target=target)
+    target0 = evidence.joints2d.astype(dtype)
+    p, target2d, loss_buf, term_buf, overflow = _descend(loss_fn, p0, target0, cfg)
+    out = _mesh(p, prob)
+    return RefineResult(
+        params=p,
+        vertices=out.vertices,
+        joints3d=out.joints,
+        joints2d=render.project(out.joints, camera),
+        target2d=target2d,
+        losses=loss_buf,
+        terms=term_buf,
+        overflow=overflow,
+    )
 
-    def silhouette(verts):
-        out = render.soft_silhouette(
-            verts, faces_arr, rcam, sigma=cfg.sigma, tile=cfg.tile, budget=budget
+
+def _mesh(p: MeshParams, prob: _Problem) -> params.Placed:
+    """The hands of ``p`` [B] placed from ``prob.base`` (``params.mesh``)."""
+    return params.mesh(p, prob.model, base_translation=prob.base)
+
+
+def _silhouette(vertices: jax.Array, prob: _Problem, cfg: RefineConfig) -> tuple:
+    """(silhouettes [B, h, w], overflow [B]) of the meshes ``vertices`` [B, V, 3]."""
+    out = render.soft_silhouette(
+        vertices, prob.faces, prob.render_camera, sigma=cfg.sigma, tile=cfg.tile, budget=prob.budget
+    )
+    return out.silhouette, out.overflow
+
+
+def _silhouette_targets(
+    p0: MeshParams, mask: jax.Array | None, prob: _Problem, cfg: RefineConfig, target: str
+) -> tuple[jax.Array | None, jax.Array | None]:
+    """The silhouette term's fixed target: (the mask [B, H, W] resized, or the start's
+    silhouettes, [B, h, w]; None) or (None; f_F of the images [B, D]); (None, None) when
+    the term is off."""
+    if cfg.silhouette_weight <= 0:
+        return None, None
+    if target == "mask":
+        shape = (p0.pose.shape[0], *_render_shape(prob.camera, cfg.render_size))
+        return jax.image.resize(mask.astype(p0.pose.dtype), shape, "linear"), None
+    if target == "initial":
+        return jax.lax.stop_gradient(_silhouette(_mesh(p0, prob).vertices, prob, cfg)[0]), None
+    return None, jax.lax.stop_gradient(prob.f_f(prob.images))  # 'features'
+
+
+def _loss(p: MeshParams, prev2d: jax.Array, *, prob: _Problem, cfg: RefineConfig, target: str):
+    """The summed loss of ``p`` [B] and (per-example loss [B], unweighted terms {name: [B]},
+    2D target [B, 21, 2], silhouette overflow [B]); ``prev2d`` is the last step's target."""
+    out = _mesh(p, prob)
+    joints2d = render.project(out.joints, prob.camera)
+    target2d = prev2d
+    if prob.f_r is not None:
+        target2d = jax.lax.stop_gradient(prob.f_r(p.to_vector(), out.joints, prev2d))
+    size = float(max(prob.camera.height, prob.camera.width))
+    terms = {
+        "joints2d": _per_example(
+            lambda a, t, v: losses.joints2d_loss(
+                joints2d_pred=a, joints2d_true=t, visible=v, crop_size=size
+            ),
+            joints2d,
+            target2d,
+            prob.visible,
         )
-        return out.silhouette, out.overflow
+    }
+    overflow = jnp.zeros((p.pose.shape[0],), jnp.int32)
+    if cfg.silhouette_weight > 0:
+        terms["silhouette"], overflow = _silhouette_term(
+            out.vertices, p.pose.dtype, prob, cfg, target
+        )
+    terms.update(_mesh_terms(p, out, prob, cfg))
+    weights = {
+        "joints2d": cfg.joints2d_weight,
+        "silhouette": cfg.silhouette_weight,
+        "shape_prior": cfg.shape_prior_weight,
+        "pose_prior": cfg.pose_prior_weight,
+        "laplacian": cfg.laplacian_weight,
+        "world_joints": cfg.world_joints_weight,
+        "world_bones": cfg.world_bones_weight,
+    }
+    per_example = sum(weights[k] * v for k, v in terms.items())
+    return jnp.sum(per_example), (per_example, terms, target2d, overflow)
 
-    def place(p):
-        return params.mesh(p, model, base_translation=base)
 
-    sil_target = feat_target = None
-    if use_sil and target == "mask":
-        sil_target = jax.image.resize(evidence.mask.astype(dtype), (b, h, w), "linear")
-    elif use_sil and target == "initial":
-        sil_target = jax.lax.stop_gradient(silhouette(place(p0).vertices)[0])
-    elif use_sil and target == "features":
-        feat_target = jax.lax.stop_gradient(f_f(images))
+def _silhouette_term(
+    vertices: jax.Array, dtype, prob: _Problem, cfg: RefineConfig, target: str
+) -> tuple[jax.Array, jax.Array]:
+    """(the silhouette term [B] of the meshes ``vertices`` [B, V, 3], overflow [B]): the
+    shape loss to ``prob.sil_target``, or with target 'features' the feature loss of the
+    images masked by the silhouettes to ``prob.feat_target``."""
+    sil, overflow = _silhouette(vertices, prob, cfg)
+    if target == "features":
+        img = prob.images.astype(dtype)
+        up = jax.image.resize(sil, img.shape[:3], "linear")
+        term = _per_example(
+            lambda f, g: losses.feature_loss(features=f, masked_features=g),
+            prob.feat_target,
+            prob.f_f(img * up[..., None]),
+        )
+    else:
+        term = _per_example(
+            lambda s, m: losses.shape_loss(silhouettes=s, masks=m), sil, prob.sil_target
+        )
+    return term, overflow
 
-    def loss_fn(p, prev2d):
-        out = place(p)
-        joints2d = render.project(out.joints, camera)
-        target2d = prev2d
-        if use_fr:
-            target2d = jax.lax.stop_gradient(f_r(p.to_vector(), out.joints, prev2d))
-        terms = {
-            "joints2d": _per_example(
-                lambda a, t, v: losses.joints2d_loss(
-                    joints2d_pred=a, joints2d_true=t, visible=v, crop_size=size
-                ),
-                joints2d,
-                target2d,
-                visible,
-            )
-        }
-        overflow = jnp.zeros((b,), jnp.int32)
-        if use_sil:
-            sil, overflow = silhouette(out.vertices)
-            if target == "features":
-                img = images.astype(dtype)
-                up = jax.image.resize(sil, img.shape[:3], "linear")
-                terms["silhouette"] = _per_example(
-                    lambda f, g: losses.feature_loss(features=f, masked_features=g),
-                    feat_target,
-                    f_f(img * up[..., None]),
-                )
-            else:
-                terms["silhouette"] = _per_example(
-                    lambda s, m: losses.shape_loss(silhouettes=s, masks=m), sil, sil_target
-                )
-        if cfg.shape_prior_weight > 0:
-            terms["shape_prior"] = jnp.sum(jnp.square(p.shape), -1)
-        if cfg.pose_prior_weight > 0 and model.joint_limits is not None:
-            terms["pose_prior"] = losses.joint_limit_violation(pose=p.pose, model=model)
-        if ev_world is not None and cfg.world_joints_weight > 0:
-            terms["world_joints"] = _world_joints(out.joints, ev_world, visible)
-        if ev_world is not None and cfg.world_bones_weight > 0:
-            terms["world_bones"] = _world_bones(out.joints, ev_world, visible)
-        if cfg.laplacian_weight > 0:
-            terms["laplacian"] = _per_example(
-                lambda v: losses.laplacian_loss(
-                    vertices=v,
-                    template=model.v_template,
-                    faces=faces.array,
-                    mode=cfg.laplacian_mode,
-                ),
-                out.model_frame.vertices,
-            )
-        weights = {
-            "joints2d": cfg.joints2d_weight,
-            "silhouette": cfg.silhouette_weight,
-            "shape_prior": cfg.shape_prior_weight,
-            "pose_prior": cfg.pose_prior_weight,
-            "laplacian": cfg.laplacian_weight,
-            "world_joints": cfg.world_joints_weight,
-            "world_bones": cfg.world_bones_weight,
-        }
-        per_example = sum(weights[k] * v for k, v in terms.items())
-        return jnp.sum(per_example), (per_example, terms, target2d, overflow)
 
+def _mesh_terms(
+    p: MeshParams, out: params.Placed, prob: _Problem, cfg: RefineConfig
+) -> dict[str, jax.Array]:
+    """The terms that are on among those of the parameters and the placed hands ``out``
+    alone (no rendering): priors, world joints and bones, Laplacian; {name: [B]}."""
+    terms = {}
+    if cfg.shape_prior_weight > 0:
+        terms["shape_prior"] = jnp.sum(jnp.square(p.shape), -1)
+    if cfg.pose_prior_weight > 0 and prob.model.joint_limits is not None:
+        terms["pose_prior"] = losses.joint_limit_violation(pose=p.pose, model=prob.model)
+    if prob.world is not None and cfg.world_joints_weight > 0:
+        terms["world_joints"] = _world_joints(out.joints, prob.world, prob.visible)
+    if prob.world is not None and cfg.world_bones_weight > 0:
+        terms["world_bones"] = _world_bones(out.joints, prob.world, prob.visible)
+    if cfg.laplacian_weight > 0:  # refine checked the faces are concrete (_Faces.array)
+        terms["laplacian"] = _per_example(
+            lambda v: losses.laplacian_loss(
+                vertices=v,
+                template=prob.model.v_template,
+                faces=prob.faces,
+                mode=cfg.laplacian_mode,
+            ),
+            out.model_frame.vertices,
+        )
+    return terms
+
+
+def _descend(loss_fn: Callable, p0: MeshParams, target0: jax.Array, cfg: RefineConfig) -> tuple:
+    """``cfg.steps`` optimizer steps on ``loss_fn`` (``_loss`` bound) from ``p0`` [B] and
+    the 2D target ``target0`` [B, 21, 2], in one ``lax.fori_loop``.
+
+    Returns (params, the last 2D target [B, 21, 2], losses [steps, B], terms
+    {name: [steps, B]}, the largest overflow [B]).
+    """
+    b, dtype = p0.pose.shape[0], p0.pose.dtype
     optimizer = _group_optimizer(cfg)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    target0 = evidence.joints2d.astype(dtype)
     term_names = jax.eval_shape(loss_fn, p0, target0)[1][1].keys()
 
     def step(k, carry):
@@ -611,17 +699,7 @@ def _refine(p0, evidence, model, camera, base, images, f_r, f_f, *, cfg, target,
     )
     final = jax.lax.fori_loop(0, cfg.steps, step, carry) if cfg.steps else carry  # 0: the start
     p, _, target2d, loss_buf, term_buf, overflow = final
-    out = place(p)
-    return RefineResult(
-        params=p,
-        vertices=out.vertices,
-        joints3d=out.joints,
-        joints2d=render.project(out.joints, camera),
-        target2d=target2d,
-        losses=loss_buf,
-        terms=term_buf,
-        overflow=overflow,
-    )
+    return p, target2d, loss_buf, term_buf, overflow
 
 
 def _start_rotations() -> np.ndarray:
