@@ -1,6 +1,8 @@
 """The paper's ablations (its Fig. 5) and the augmentation study, as variants of a base config.
 
-    python main.py --config=configs/ablation.py:synthetic,no_refiner --mode=train \
+    python main.py --config=configs/ablation.py:synthetic,refiner --mode=train \
+        --workdir=runs/ablation/all
+    python main.py --config=configs/ablation.py:synthetic --mode=train \
         --workdir=runs/ablation/no_refiner
     python main.py --config=configs/ablation.py:synthetic --mode=eval --workdir=runs/ablation \
         --config.eval.workdirs="('runs/ablation/all','runs/ablation/no_refiner')"
@@ -13,7 +15,8 @@ SWITCH, each turning one part of the method off (or on):
 * ``no_refine``: no test-time refinement (Eq. 13) in --mode=eval;
 * ``no_augment`` / ``augment``: without / with the self-supervised augmentation (Sec. 3.5);
 * ``no_2d``: without the 2D losses (Eqs. 2 and 3);
-* ``no_refiner``: without the 2D pose refiner f_R (Eq. 6);
+* ``no_refiner`` / ``refiner``: without / with the 2D pose refiner f_R (Eq. 6; the
+  synthetic base has none, ``full`` has it);
 * ``constant_shape``: a constant shape weight instead of Eq. 12's hierarchical one.
 """
 
@@ -51,6 +54,7 @@ SWITCHES = {
     "augment": _set("augment.enabled", True),
     "no_2d": _set("loss.use_2d_losses", False),
     "no_refiner": _set("model.use_refiner", False),
+    "refiner": _set("model.use_refiner", True),
     "constant_shape": _set("loss.constant_shape_weight", True),
 }
 

@@ -25,6 +25,7 @@ def test_ablation_switches_change_only_their_field():
         "augment": ("augment", "enabled", True),
         "no_2d": ("loss", "use_2d_losses", False),
         "no_refiner": ("model", "use_refiner", False),
+        "refiner": ("model", "use_refiner", True),
         "constant_shape": ("loss", "constant_shape_weight", True),
     }
     assert set(expected) == set(ablation.SWITCHES)
