@@ -1,4 +1,4 @@
-"""The synthetic default trained longer: about 40 minutes on a 2-core CPU, minutes on a GPU.
+"""The synthetic default trained longer: about 35-50 minutes on a 2-core CPU.
 
     python main.py --config=configs/synthetic_long.py --mode=train --workdir=runs/synthetic_long
     python main.py --config=configs/synthetic_long.py --mode=eval --workdir=runs/synthetic_long
