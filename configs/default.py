@@ -71,6 +71,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Hidden ReLU widths of f_M and f_R; () is the paper's single dense layer.
     config.model.mesh_hidden = ()
     config.model.refiner_hidden = ()
+    # How f_M codes the rotation it updates (Eq. 5): 'quaternion' (the paper's 4 numbers) or
+    # '6d' (two columns of R, continuous over all rotations; learns far faster).
+    config.model.rotation_form = "quaternion"
     config.model.iterations = 3  # Eq. 5's steps of f_M (and f_R)
     config.model.use_refiner = True  # ablation: without f_R the CPM's joints are used throughout
     config.model.render_size = 56  # side of the rendered silhouettes during training

@@ -32,6 +32,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Lifting 2D joints to 3D needs width: f_M alone, fed the true 2D joints, reaches a 3D
     # AUC of 0.40 with one 256-wide layer and 0.46 with two 1,024-wide ones (1,500 steps).
     config.model.mesh_hidden = (1024, 1024)
+    # The rotation as two columns of R (continuous) rather than a quaternion: f_M fed the true
+    # 2D joints reaches a 3D AUC of 0.565 against 0.483 in 1,500 steps (README).
+    config.model.rotation_form = "6d"
     config.model.cpm_stages = 2
     config.model.cpm_width = 32
     config.model.cpm_kernel = 5

@@ -109,7 +109,7 @@ _NONEMPTY_TEXT: Rule = (lambda v: isinstance(v, str) and bool(v)), "a non-empty 
 
 def _rules() -> dict[str, Rule]:
     """Every checked field and its rule (imports the modules that own the choices)."""
-    from handfit import losses, metrics, refine
+    from handfit import losses, metrics, params, refine
     from handfit.data import builders
     from handfit.models import dhpe
 
@@ -150,6 +150,7 @@ def _rules() -> dict[str, Rule]:
         "model.heatmap_form": _one_of(dhpe.HEATMAP_FORMS),
         "model.mesh_hidden": _WIDTHS,
         "model.refiner_hidden": _WIDTHS,
+        "model.rotation_form": _one_of(params.ROTATION_FORMS),
         "model.cpm_stages": _integer(1),
         "model.cpm_width": _integer(1),
         "model.cpm_kernel": _integer(1),
@@ -290,6 +291,7 @@ MODEL_FIELDS: dict[str, Callable[[Any], Any]] = {
     "model.heatmap_form": str,
     "model.mesh_hidden": tuple,
     "model.refiner_hidden": tuple,
+    "model.rotation_form": str,
     "model.cpm_stages": int,
     "model.cpm_width": int,
     "model.cpm_kernel": int,

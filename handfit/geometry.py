@@ -1,4 +1,4 @@
-"""Rotations (axis-angle, quaternion), random rotations and the 2D points' tight box, in jnp."""
+"""Rotations (axis-angle, quaternion, 6D), random rotations and the 2D points' tight box, in jnp."""
 
 from __future__ import annotations
 
@@ -124,6 +124,30 @@ def matrix_to_quaternion(m: jnp.ndarray) -> jnp.ndarray:
     q = jnp.take_along_axis(cands, best[..., None, None], axis=-2)[..., 0, :]
     q = q / jnp.linalg.norm(q, axis=-1, keepdims=True)
     return jnp.where(q[..., :1] < 0, -q, q)
+
+
+def rotation_6d_to_matrix(r6: jnp.ndarray, eps: float = 1e-12) -> jnp.ndarray:
+    """Zhou et al.'s continuous 6D rotation form ``[..., 6]`` (two columns, a then b) to
+    matrices ``[..., 3, 3]`` by Gram-Schmidt: x = a/|a|, y = (b - (x.b) x)/|.|, z = x cross y.
+
+    Unlike a quaternion (q and -q are one rotation), every rotation has one 6D form and
+    nearby rotations have nearby forms, so a regressor's target is continuous. Columns of
+    norm below ``sqrt(eps)`` are scaled as if their norm were that (no NaN).
+    """
+
+    def unit(v):
+        return v / jnp.sqrt(jnp.maximum(jnp.sum(v * v, axis=-1, keepdims=True), eps))
+
+    x = unit(r6[..., 0:3])
+    b = r6[..., 3:6]
+    y = unit(b - jnp.sum(x * b, axis=-1, keepdims=True) * x)
+    return jnp.stack([x, y, jnp.cross(x, y)], axis=-1)
+
+
+def matrix_to_rotation_6d(m: jnp.ndarray) -> jnp.ndarray:
+    """Rotation matrices ``[..., 3, 3]`` to their 6D form ``[..., 6]``: the first column,
+    then the second (inverse of :func:`rotation_6d_to_matrix` on rotations)."""
+    return jnp.concatenate([m[..., :, 0], m[..., :, 1]], axis=-1)
 
 
 def quaternion_to_axis_angle(q: jnp.ndarray) -> jnp.ndarray:

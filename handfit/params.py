@@ -12,6 +12,8 @@ so ``t = base + trans`` is where that joint lands in camera space (metres, OpenC
 model's frame (``MANO(pose, shape)``), so no caller runs the hand model twice.
 :func:`rotation`, :func:`metric_scale` and :func:`root_position` decode R, s and t;
 :func:`encode` is their inverse (:func:`encode_rotation` the rotation's alone).
+:func:`regression_vector` is the vector Eq. 5's f_M updates (the 63 numbers, or 65 with
+the rotation in its continuous 6D form); :func:`from_regression_vector` its inverse.
 
 The base point is the one placement idea: an argument, ``base_translation`` ([3] or
 [B, 3]), of every function that places or encodes a hand (:func:`mesh`,
@@ -43,6 +45,10 @@ BASE_TRANSLATION = (0.0, 0.0, 0.5)
 BASE_SCALE = 1.0
 NOMINAL_EXTENT = 0.19  # metres: about wrist to middle fingertip of an adult (open hand: 18.9 cm)
 IDENTITY = (1.0, 0.0, 0.0, 0.0)  # the quaternion that quat = 0 stands for
+_IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # the identity's 6D form
+# How Eq. 5's regressor codes the rotation (regression_vector): the paper's quaternion, or
+# Zhou et al.'s (CVPR 2019) continuous 6D form, which a network learns far faster.
+ROTATION_FORMS = ("quaternion", "6d")
 
 
 class MeshParams(NamedTuple):
@@ -153,6 +159,38 @@ def encode(
         scale=jnp.log(scale / base_scale)[:, None],
         trans=position - jnp.asarray(base_translation, position.dtype),
     )
+
+
+def regression_vector(params: MeshParams, rotation_form: str = "quaternion") -> jnp.ndarray:
+    """The vector that Eq. 5 updates additively: ``[B, 63]``, :meth:`MeshParams.to_vector`,
+    for 'quaternion' (the paper); for '6d' ``[B, 65]``, the rotation's 6D form
+    (``geometry.matrix_to_rotation_6d``) minus the identity's in place of ``quat``, so zeros
+    still mean no rotation and every rotation has one continuous code."""
+    if rotation_form == "quaternion":
+        return params.to_vector()
+    _check_rotation_form(rotation_form)
+    code = geometry.matrix_to_rotation_6d(rotation(params)) - jnp.asarray(
+        _IDENTITY_6D, params.quat.dtype
+    )
+    return jnp.concatenate([params.pose, params.shape, code, params.scale, params.trans], -1)
+
+
+def from_regression_vector(vector: jnp.ndarray, rotation_form: str = "quaternion") -> MeshParams:
+    """Inverse of :func:`regression_vector`: the parameters of ``[B, 63]`` or ``[B, 65]``
+    (the 6D code's rotation, by Gram-Schmidt, stored as ``quat``)."""
+    if rotation_form == "quaternion":
+        return MeshParams.from_vector(vector)
+    _check_rotation_form(rotation_form)
+    if vector.shape[-1] != NUM_PARAMS + 2:
+        raise ValueError(f"expected [..., {NUM_PARAMS + 2}] for '6d', got shape {vector.shape}")
+    pose, shape, code, scale, trans = jnp.split(vector, [45, 55, 61, 62], axis=-1)
+    rot = geometry.rotation_6d_to_matrix(code + jnp.asarray(_IDENTITY_6D, vector.dtype))
+    return MeshParams(pose, shape, encode_rotation(rot), scale, trans)
+
+
+def _check_rotation_form(rotation_form: str) -> None:
+    if rotation_form not in ROTATION_FORMS:
+        raise ValueError(f"rotation_form={rotation_form!r}; expected one of {ROTATION_FORMS}")
 
 
 def mesh(

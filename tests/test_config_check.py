@@ -37,6 +37,7 @@ def test_every_shipped_config_is_valid(config):
         ("data.synthetic.occluder_prob", 1.5, r"a number in \[0, 1\]"),
         ("model.sigma", 0.0, "a finite number > 0"),
         ("model.iterations", 0, "an integer >= 1"),
+        ("model.rotation_form", "euler", "one of"),
         ("refine.sigma", -1.0, "a finite number > 0"),
         ("refine.steps", -1, "an integer >= 0"),
         ("refine.freeze", ("pose", "wrist"), "a tuple of"),

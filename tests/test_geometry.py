@@ -74,3 +74,20 @@ def test_random_rotations_are_rotations_within_the_angle_limits():
     assert x_image[..., 0].min() >= -1e-6
     # the z axis tilts by at most 10 degrees (the x angle)
     assert np.degrees(np.arccos(np.clip(rot[..., 2, 2], -1, 1))).max() <= 10.0 + 1e-3
+
+
+def test_rotation_6d_round_trips_and_orthonormalises_any_two_columns():
+    rot = Rotation.random(30, random_state=3).as_matrix()
+    with jax.enable_x64(True):
+        code = geometry.matrix_to_rotation_6d(jnp.asarray(rot))
+        assert code.shape == (30, 6)
+        np.testing.assert_allclose(geometry.rotation_6d_to_matrix(code), rot, atol=1e-12)
+    # Two arbitrary columns give a rotation whose first column is the first one's direction.
+    a = np.random.default_rng(4).normal(size=(20, 6))
+    m = np.asarray(geometry.rotation_6d_to_matrix(jnp.asarray(a, jnp.float32)))
+    eye = np.broadcast_to(np.eye(3), m.shape)
+    np.testing.assert_allclose(m @ np.swapaxes(m, 1, 2), eye, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.det(m), 1.0, atol=1e-5)
+    first = a[:, :3] / np.linalg.norm(a[:, :3], axis=1, keepdims=True)
+    np.testing.assert_allclose(m[:, :, 0], first, atol=1e-5)
+    assert np.all(np.isfinite(geometry.rotation_6d_to_matrix(jnp.zeros((1, 6)))))

@@ -54,6 +54,32 @@ def test_mesh_regressor_iterations_start_near_p0_and_are_differentiable():
     assert np.abs(gf).max() > 0  # the backbone would get a gradient
 
 
+def test_mesh_regressor_6d_updates_the_rotation_through_its_6d_code():
+    model = mano.open_hand()
+    p0 = params.MeshParams.initial(B, model).to_vector()
+    features, joints2d = _inputs(2)
+    f_m = heads.MeshRegressor(rotation_form="6d")
+    variables = f_m.init(jax.random.PRNGKey(0), features, joints2d, p0)
+    assert variables["params"]["dense"]["kernel"].shape == (D + 42 + 65, 65)
+    p1 = f_m.apply(variables, features, joints2d, p0)
+    assert p1.shape == (B, 63)
+    assert 0 < np.abs(p1 - p0).max() < 2e-2
+    # An output of 1 on the first column's y entry turns the hand 45 deg about z.
+    kernel = variables["params"]["dense"]["kernel"]
+    bias = jnp.zeros(65).at[55 + 1].set(1.0)
+    turned = {"params": {"dense": {"kernel": jnp.zeros_like(kernel), "bias": bias}}}
+    rot = params.rotation(params.MeshParams.from_vector(f_m.apply(turned, features, joints2d, p0)))
+    c = np.cos(np.pi / 4)
+    np.testing.assert_allclose(rot[0], [[c, -c, 0], [c, c, 0], [0, 0, 1]], atol=1e-6)
+
+    def loss(v):
+        p1 = params.MeshParams.from_vector(f_m.apply(v, features, joints2d, p0))
+        return jnp.sum(params.mesh(p1, model).joints)
+
+    grad = jax.grad(loss)(variables)["params"]["dense"]["kernel"]
+    assert np.all(np.isfinite(grad)) and np.abs(grad[:, 55:61]).max() > 0
+
+
 def test_mesh_regressor_is_invariant_to_crop_resolution():
     """The same joints in a 2x larger crop give the same step (inputs are normalised)."""
     features, joints2d = _inputs(1)

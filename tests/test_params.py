@@ -116,3 +116,35 @@ def test_crop_base_point_is_on_the_crop_centre_at_the_nominal_hand_depth(crop_sc
     np.testing.assert_allclose(uvw[:, :2] / uvw[:, 2:], size / 2, atol=1e-4)
     span = K[:, 0, 0] * params.NOMINAL_EXTENT / base[:, 2]
     np.testing.assert_allclose(span, size / crop_scale, rtol=1e-5)
+
+
+@pytest.mark.parametrize("form, size", [("quaternion", 63), ("6d", 65)])
+def test_regression_vector_round_trips_and_zeros_mean_no_rotation(form, size):
+    quat = jax.random.normal(jax.random.PRNGKey(2), (5, 4))
+    p = params.MeshParams.zeros(5)._replace(quat=quat, scale=jnp.full((5, 1), 0.3))
+    code = params.regression_vector(p, form)
+    assert code.shape == (5, size)
+    back = params.from_regression_vector(code, form)
+    np.testing.assert_allclose(params.rotation(back), params.rotation(p), atol=1e-5)
+    np.testing.assert_array_equal(back.pose, p.pose)
+    np.testing.assert_array_equal(back.scale, p.scale)
+    zero = params.from_regression_vector(jnp.zeros((1, size)), form)
+    np.testing.assert_allclose(params.rotation(zero)[0], np.eye(3), atol=1e-6)
+
+
+def test_the_6d_code_is_continuous_where_the_quaternion_jumps():
+    """Turning a hand through 180 deg in the image plane: the quaternion's code flips sign
+    (q and -q are one rotation), the 6D code moves as little as the rotation does."""
+    angles = np.linspace(np.pi - 0.2, np.pi + 0.2, 41)
+    rot = jnp.asarray(Rotation.from_euler("z", angles[:, None]).as_matrix(), jnp.float32)
+    p = params.MeshParams.zeros(41)._replace(quat=params.encode_rotation(rot))
+    steps = {
+        form: np.abs(np.diff(params.regression_vector(p, form), axis=0)).max()
+        for form in params.ROTATION_FORMS
+    }
+    assert steps["6d"] < 0.02  # 0.01 rad per step
+    assert steps["quaternion"] > 1.0
+    with pytest.raises(ValueError, match="rotation_form='euler'"):
+        params.regression_vector(p, "euler")
+    with pytest.raises(ValueError, match=r"expected \[..., 65\] for '6d'"):
+        params.from_regression_vector(jnp.zeros((1, 63)), "6d")

@@ -92,6 +92,8 @@ class DHPE(nn.Module):
       cpm_input: the backbone map f_H reads ('stride8' as in the paper; 'stride4' gives
         small crops a finer map).
       mesh_hidden, refiner_hidden: hidden ReLU widths of f_M and f_R (() : the paper's one layer).
+      rotation_form: how f_M codes the rotation it updates ('quaternion', the paper, or
+        '6d'; ``params.regression_vector``).
 
     Each default named in ``config.model`` (and ``crop_size``, ``data.image_size``) is
     configs/default.py's (``handfit.defaults``).
@@ -111,13 +113,17 @@ class DHPE(nn.Module):
     cpm_input: str = MODEL.cpm_input
     mesh_hidden: tuple[int, ...] = MODEL.mesh_hidden
     refiner_hidden: tuple[int, ...] = MODEL.refiner_hidden
+    rotation_form: str = MODEL.rotation_form
 
     def setup(self):
         size = float(self.crop_size)
         self.f_F = self.backbone(name="backbone")
         self.f_H = self.cpm(name="cpm")
         self.f_M = heads.MeshRegressor(
-            crop_size=size, hidden=self.mesh_hidden, name="mesh_regressor"
+            crop_size=size,
+            hidden=self.mesh_hidden,
+            rotation_form=self.rotation_form,
+            name="mesh_regressor",
         )
         if self.use_refiner:
             self.f_R = heads.PoseRefiner(

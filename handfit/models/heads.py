@@ -67,17 +67,21 @@ def denormalize_joints2d(normalized: jnp.ndarray, crop_size: float) -> jnp.ndarr
 class MeshRegressor(nn.Module):
     """f_M, one step of Eq. 5: ``p(t+1) = p(t) + Dense([f, j2D(t), p(t)])``.
 
+    The sum is taken on ``params.regression_vector(p, rotation_form)``: the 63 numbers
+    ('quaternion', the paper), or 65 with the rotation in its continuous 6D form ('6d'),
+    which is then stored back as the quaternion; either way p(t) and p(t+1) are the 63.
+
     Attributes:
       crop_size: side of the square input crop in pixels (normalises ``joints2d``).
       init_scale: the kernel's scale relative to LeCun-normal; small so p(1) ~ p(0).
-      num_params: length of p (63: pose 45, shape 10, quat 4, scale 1, trans 3).
       hidden: widths of ReLU layers before the output layer; () is the paper's one layer.
+      rotation_form: 'quaternion' or '6d' (``params.ROTATION_FORMS``).
     """
 
     crop_size: float = 224.0
     init_scale: float = 1e-3
-    num_params: int = params_lib.NUM_PARAMS
     hidden: Sequence[int] = ()
+    rotation_form: str = "quaternion"
 
     @nn.compact
     def __call__(
@@ -90,12 +94,16 @@ class MeshRegressor(nn.Module):
           joints2d: [B, 21, 2] current 2D joints j2D(t), crop pixels (x, y).
           params: [B, 63] current parameters p(t) (``MeshParams.to_vector()``).
         Returns:
-          [B, 63] p(t+1). The Dense layer's input has D + 42 + 63 entries (2153).
+          [B, 63] p(t+1). The Dense layer's input has D + 42 + 63 entries (2153 for
+          ResNet-50; 65 instead of 63 for '6d').
         """
         batch = features.shape[0]
         j2d = normalize_joints2d(joints2d, self.crop_size).reshape(batch, -1)
-        x = jnp.concatenate([features, j2d.astype(features.dtype), params], axis=-1)
-        return params + _dense_head(x, self.num_params, self.hidden, self.init_scale)
+        current = params_lib.MeshParams.from_vector(params)
+        code = params_lib.regression_vector(current, self.rotation_form).astype(params.dtype)
+        x = jnp.concatenate([features, j2d.astype(features.dtype), code], axis=-1)
+        code = code + _dense_head(x, code.shape[-1], self.hidden, self.init_scale)
+        return params_lib.from_regression_vector(code, self.rotation_form).to_vector()
 
 
 class PoseRefiner(nn.Module):
