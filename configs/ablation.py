@@ -1,6 +1,6 @@
 """The paper's ablations (its Fig. 5) and the augmentation study, as variants of a base config.
 
-    python main.py --config=configs/ablation.py:synthetic,refiner --mode=train \
+    python main.py --config=configs/ablation.py:synthetic,refiner,quaternion --mode=train \
         --workdir=runs/ablation/all
     python main.py --config=configs/ablation.py:synthetic --mode=train \
         --workdir=runs/ablation/no_refiner
@@ -17,7 +17,11 @@ SWITCH, each turning one part of the method off (or on):
 * ``no_2d``: without the 2D losses (Eqs. 2 and 3);
 * ``no_refiner`` / ``refiner``: without / with the 2D pose refiner f_R (Eq. 6; the
   synthetic base has none, ``full`` has it);
-* ``constant_shape``: a constant shape weight instead of Eq. 12's hierarchical one.
+* ``constant_shape``: a constant shape weight instead of Eq. 12's hierarchical one;
+* ``quaternion`` / ``rotation_6d``: f_M regresses the paper's quaternion / the continuous
+  6D rotation (the synthetic base regresses the 6D form, ``full`` the quaternion).
+
+The paper's full method on the synthetic hands is ``synthetic,refiner,quaternion``.
 """
 
 import ml_collections
@@ -56,6 +60,8 @@ SWITCHES = {
     "no_refiner": _set("model.use_refiner", False),
     "refiner": _set("model.use_refiner", True),
     "constant_shape": _set("loss.constant_shape_weight", True),
+    "quaternion": _set("model.rotation_form", "quaternion"),
+    "rotation_6d": _set("model.rotation_form", "6d"),
 }
 
 

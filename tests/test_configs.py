@@ -27,6 +27,8 @@ def test_ablation_switches_change_only_their_field():
         "no_refiner": ("model", "use_refiner", False),
         "refiner": ("model", "use_refiner", True),
         "constant_shape": ("loss", "constant_shape_weight", True),
+        "quaternion": ("model", "rotation_form", "quaternion"),
+        "rotation_6d": ("model", "rotation_form", "6d"),
     }
     assert set(expected) == set(ablation.SWITCHES)
     for name, (section, field, value) in expected.items():

@@ -90,9 +90,11 @@ def curves():
 
 @pytest.fixture(scope="module")
 def logit_curves():
-    """The synthetic default's choices: logit heat maps, rotation-aligned Eq. 8, pose prior."""
+    """The synthetic default's choices: logit heat maps, the 6D rotation, rotation-aligned
+    Eq. 8, pose prior."""
     curves, host = _train(
         model__heatmap_form="logits",
+        model__rotation_form="6d",
         loss__weights__heatmap=1.0,
         loss__weights__aligned_articulation=1.0,
         loss__weights__pose_prior=1.0,
