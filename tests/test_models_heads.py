@@ -72,9 +72,9 @@ def test_mesh_regressor_6d_updates_the_rotation_through_its_6d_code():
     c = np.cos(np.pi / 4)
     np.testing.assert_allclose(rot[0], [[c, -c, 0], [c, c, 0], [0, 0, 1]], atol=1e-6)
 
-    def loss(v):
+    def loss(v):  # a point turned by the rotation f_M returns
         p1 = params.MeshParams.from_vector(f_m.apply(v, features, joints2d, p0))
-        return jnp.sum(params.mesh(p1, model).joints)
+        return jnp.sum(params.rotation(p1) @ jnp.array([0.3, -0.5, 0.8]))
 
     grad = jax.grad(loss)(variables)["params"]["dense"]["kernel"]
     assert np.all(np.isfinite(grad)) and np.abs(grad[:, 55:61]).max() > 0
