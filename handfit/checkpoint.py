@@ -145,6 +145,21 @@ def _orbax_noise(unraisable) -> bool:
     return closed or (code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename)
 
 
+def _orbax_read_error(exc_info) -> bool:
+    """Whether a log record's exception is one of orbax's reads: raised in orbax's code, or
+    set by tensorstore (no Python frames; its messages carry a ``tensorstore_spec``)."""
+    if not exc_info:
+        return False
+    tb = exc_info[2]
+    if tb is None:
+        return "tensorstore_spec" in str(exc_info[1])
+    while tb is not None:  # frame by frame: no source lines read (this may run at exit)
+        if f"{os.sep}orbax{os.sep}" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 class _NoOrbaxTracebacks(logging_std.Filter):
     """Keeps orbax's error log lines but drops their tracebacks: the failure surfaces as
     this module's one :class:`CheckpointError`, which names the cause."""
@@ -153,6 +168,14 @@ class _NoOrbaxTracebacks(logging_std.Filter):
         if record.exc_info and f"{os.sep}orbax{os.sep}" in record.pathname:
             record.exc_info, record.exc_text = None, None
         return True
+
+
+class _NoOrbaxUnretrieved(logging_std.Filter):
+    """Drops asyncio's "exception was never retrieved" reports of orbax's reads abandoned by
+    a failed restore (one per array, each repeating the error the restore raised)."""
+
+    def filter(self, record: logging_std.LogRecord) -> bool:
+        return not ("never retrieved" in record.getMessage() and _orbax_read_error(record.exc_info))
 
 
 def _quiet_orbax_noise() -> None:
@@ -173,6 +196,7 @@ def _quiet_orbax_noise() -> None:
     hook._handfit_quiet = True
     sys.unraisablehook = hook
     logging_std.getLogger("absl").addFilter(_NoOrbaxTracebacks())
+    logging_std.getLogger("asyncio").addFilter(_NoOrbaxUnretrieved())
 
 
 def _restore(mngr: ocp.CheckpointManager, step: int, **abstract) -> dict:

@@ -1,6 +1,8 @@
 """Checkpoints: both items round-trip; variables restore alone; a missing one is explained;
 a damaged one is skipped (training) or named (evaluation)."""
 
+import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -148,6 +150,33 @@ def test_damaged_variables_raise_one_clear_error_without_orbax_noise(tmp_path):
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert run.stdout.strip() == "CheckpointError", run.stdout + run.stderr
     assert "Traceback" not in run.stderr, run.stderr
+
+
+def test_orbax_abandoned_reads_are_not_reported_but_other_asyncio_errors_are(tmp_path, caplog):
+    """asyncio reports each read a failed restore abandoned ("Future exception was never
+    retrieved") when it is collected, whenever that is; both kinds are dropped: raised in
+    orbax's code, or set by tensorstore with no Python frames. Anything else still shows."""
+    checkpoint.manager(tmp_path)  # installs the filters
+    scope = {}
+    where = os.path.join(os.sep, "site", "orbax", "serialization.py")
+    exec(compile("def read():\n    raise ValueError('read failed')\n", where, "exec"), scope)
+    try:
+        scope["read"]()
+    except ValueError as e:
+        in_orbax = e
+    from_tensorstore = ValueError('OUT_OF_RANGE: Error reading "w5" [tensorstore_spec={}]')
+    try:
+        raise RuntimeError("a task of the user's own")
+    except RuntimeError as e:
+        unrelated = e
+    loop = asyncio.new_event_loop()
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        for error in (in_orbax, from_tensorstore, unrelated):
+            loop.call_exception_handler(
+                {"message": "Future exception was never retrieved", "exception": error}
+            )
+    loop.close()
+    assert [r.exc_info[1] for r in caplog.records] == [unrelated]
 
 
 def test_a_checkpoint_that_cannot_be_written_keeps_the_previous_ones(tmp_path):
