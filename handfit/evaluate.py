@@ -131,6 +131,8 @@ class Pose3DScore:
     ``add(pred, gt, visible, examples, labelled)``: metres ``[B, 21, 3]`` and ``[B, 21]``;
     joints not ``visible`` are not scored; ``examples`` ``[B]`` names hands in errors;
     ``labelled`` ``[B, 21]``: joints with 3D ground truth (the pipeline zero-fills the others).
+    The result also holds ``rotation_error``: :class:`metrics.RotationError` over the same
+    joints, in the dataset's frame (before the protocol's alignment).
     """
 
     def __init__(self, dataset: str, *, protocol: str, steps: int):
@@ -140,6 +142,7 @@ class Pose3DScore:
             self.eval = metrics.DexterEval(lo, hi, steps)
         else:
             self.eval = metrics.PoseEval3D(protocol, lo, hi, steps, dataset=dataset)
+        self.rotation = metrics.RotationError()
 
     def add(
         self,
@@ -150,6 +153,8 @@ class Pose3DScore:
         labelled: np.ndarray | None = None,
     ) -> None:
         pred = np.asarray(pred, np.float64)
+        scored = np.asarray(visible, bool) & (True if labelled is None else np.asarray(labelled))
+        self.rotation.add(pred, gt, scored)
         if self.dexter:
             self.eval.add(pred, np.where(np.asarray(visible)[..., None], gt, np.nan))
         else:
@@ -157,7 +162,7 @@ class Pose3DScore:
 
     def result(self) -> dict:
         """The evaluator's result; ``auc`` is the AUC over 20-50 mm, ``pck`` its curve."""
-        return self.eval.result()
+        return self.eval.result() | {"rotation_error": self.rotation.result()}
 
 
 def _render(vertices, joints, camera: render.Camera, faces) -> dict[str, jax.Array]:
@@ -437,12 +442,14 @@ def _table(runs: Mapping[str, dict], hand_name: str, protocol_note: str) -> str:
     """Markdown table of every run, dataset and variant."""
     lines = [
         f"Hand model: {hand_name}. 3D: {protocol_note}; AUC over 20-50 mm. "
+        "Rotation: median angle between the predicted and the true hand's orientation "
+        "(the rotation of their joints' best similarity). "
         "2D: PCK AUC over 0-30 px of the variant's projected joints. "
         "Mask: IoU of the rasterised mesh vs the ground-truth mask.",
         "",
         "| workdir | step | dataset | n | scored output | 3D protocol | AUC 20-50 mm "
-        "| EPE mean mm | EPE median mm | PA-MPJPE mm | 2D AUC | mask IoU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| EPE mean mm | EPE median mm | PA-MPJPE mm | rotation ° | 2D AUC | mask IoU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def cell(value, fmt):
@@ -453,10 +460,11 @@ def _table(runs: Mapping[str, dict], hand_name: str, protocol_note: str) -> str:
             for v, r in res["pose3d"].items():
                 iou = res.get("segmentation", {}).get(v, {}).get("iou")
                 pa = res.get("mesh", {}).get(v, {}).get("pa_mpjpe_mm")
+                rotation = r.get("rotation_error", {}).get("median_deg")
                 lines.append(
                     f"| {workdir} | {run['step']} | {name} | {res['examples']} | {VARIANTS[v]} "
                     f"| {r['protocol']} | {r['auc']:.3f} | {r['epe_mean_mm']:.1f} "
-                    f"| {r['epe_median_mm']:.1f} | {cell(pa, '.1f')} "
+                    f"| {r['epe_median_mm']:.1f} | {cell(pa, '.1f')} | {cell(rotation, '.1f')} "
                     f"| {res['pose2d'][f'{v}_projected']['auc']:.3f} | {cell(iou, '.3f')} |"
                 )
     lines += _auc_table(
@@ -601,11 +609,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             functools.partial(
                 _predict,
                 model=dhpe.from_config(run_config),
-                hand=hand,
                 refine_config=_refine_config(run_config),
                 reestimate=bool(run_config.refine.reestimate_joints2d),
             )
         )
+        predict = functools.partial(predict, hand=hand)  # an argument: a smaller program
         runs[w] = evaluate_workdir(run_config, w, hand=hand, predict=predict)
     report_dir = os.path.join(os.fspath(workdir), "eval")
     out = {

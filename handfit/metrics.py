@@ -353,6 +353,54 @@ class PoseEval3D:
         return _rename(out, "mm")
 
 
+def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
+    """The angle in degrees of rotation matrices ``R`` ``[..., 3, 3]`` (0-180)."""
+    cos = (np.trace(R, axis1=-2, axis2=-1) - 1.0) / 2.0
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+class RotationError:
+    """How far each predicted hand is turned from the true one: the angle of the proper
+    rotation in the similarity (:func:`similarity_transform`) that best maps an example's
+    predicted joints onto its true ones, over the joints that are scored.
+
+    It separates a hand turned wrong from one articulated wrong, which the aligned 3D
+    errors mix. ``add(pred, gt, weights)``: ``[B, 21, 3]`` and ``[B, 21]`` (a joint
+    counts where its weight is positive and its true position finite). An example with
+    fewer than 3 such joints, or a non-finite prediction at one of them, has no angle; it
+    is counted in ``unscored``, not dropped silently.
+    """
+
+    def __init__(self):
+        self.angles: list[float] = []
+        self.unscored = 0
+
+    def add(self, pred: np.ndarray, gt: np.ndarray, weights: np.ndarray) -> None:
+        pred = np.asarray(pred, np.float64).reshape(-1, skeleton.NUM_JOINTS, 3)
+        gt = np.asarray(gt, np.float64).reshape(pred.shape)
+        weights = (np.asarray(weights).reshape(pred.shape[:2]) > 0) & np.isfinite(gt).all(-1)
+        for p, g, w in zip(pred, gt, weights, strict=True):
+            if w.sum() < 3 or not np.isfinite(p[w]).all():
+                self.unscored += 1
+                continue
+            _, R, _ = similarity_transform(p, g, w.astype(np.float64))
+            self.angles.append(float(rotation_angle_deg(R)))
+
+    def result(self) -> dict:
+        """``median_deg``, ``mean_deg``, ``over_45``/``over_90`` (fractions of the scored
+        examples), ``examples`` (scored) and ``unscored``; NaN figures when none is scored."""
+        a = np.asarray(self.angles)
+        stats = dict(median_deg=np.nan, mean_deg=np.nan, over_45=np.nan, over_90=np.nan)
+        if len(a):
+            stats = dict(
+                median_deg=float(np.median(a)),
+                mean_deg=float(a.mean()),
+                over_45=float((a > 45).mean()),
+                over_90=float((a > 90).mean()),
+            )
+        return stats | dict(examples=len(a), unscored=self.unscored)
+
+
 class PoseEval2D:
     """2D keypoint PCK in pixels, 0-30 px with 20 points (hand3d's eval2d.py).
 

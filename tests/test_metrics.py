@@ -88,6 +88,33 @@ def test_procrustes_recovers_a_known_similarity():
     assert s_w == pytest.approx(s) and np.allclose(R_w, R)
 
 
+def test_rotation_error_is_the_angle_the_hand_is_turned():
+    """Known turns of a hand (any scale and position) are measured back; too few joints or a
+    non-finite prediction are counted as unscored."""
+    gt = np.stack([_hand(seed) for seed in range(6)])
+    turns = [0.0, 30.0, 60.0, 120.0, 179.0, 90.0]
+    axes = np.random.default_rng(2).normal(size=(6, 3))
+    pred = np.empty_like(gt)
+    for i, (angle, axis) in enumerate(zip(turns, axes, strict=True)):
+        R = Rotation.from_rotvec(np.radians(angle) * axis / np.linalg.norm(axis)).as_matrix()
+        pred[i] = 1.7 * gt[i] @ R + np.array([0.1, -0.2, 0.5])  # R.T maps pred back onto gt
+    weights = np.ones((6, 21))
+    weights[5, 2:] = 0  # two joints only: no angle
+    ev = metrics.RotationError()
+    ev.add(pred[:5], gt[:5], weights[:5])
+    ev.add(pred[5:], gt[5:], weights[5:])
+    broken = pred[:1].copy()
+    broken[0, 0] = np.nan
+    ev.add(broken, gt[:1], np.ones((1, 21)))
+    np.testing.assert_allclose(ev.angles, turns[:5], atol=1e-6)
+    r = ev.result()
+    assert r["examples"] == 5 and r["unscored"] == 2
+    assert r["median_deg"] == pytest.approx(60.0) and r["mean_deg"] == pytest.approx(77.8)
+    assert r["over_45"] == pytest.approx(0.6) and r["over_90"] == pytest.approx(0.4)
+    empty = metrics.RotationError().result()
+    assert empty["examples"] == 0 and np.isnan(empty["median_deg"])
+
+
 def test_procrustes_protocol_and_units():
     gt = _hand(2)
     R = Rotation.from_rotvec([0.2, 0.1, -0.4]).as_matrix()
