@@ -133,7 +133,8 @@ def _init_fn(config_json: str):
     """The jitted initialiser of a config's DHPE (cached: tests and resumes reuse it)."""
     config = ml_collections.ConfigDict(json.loads(config_json))
     hand = mano.from_config(config)
-    return jax.jit(lambda key: dhpe.init(dhpe.from_config(config), key, hand))
+    init = jax.jit(lambda key, hand: dhpe.init(dhpe.from_config(config), key, hand))
+    return functools.partial(init, hand=hand)  # the hand an argument, not a constant
 
 
 # ---------------------------------------------------------------------------
@@ -322,7 +323,6 @@ def make_train_step(
         model=model,
         masked_pass=masked_pass,
         tx=optimizer(config),
-        hand=hand,
         faces=faces,
         options=options,
         seed=int(config.seed),
@@ -330,8 +330,22 @@ def make_train_step(
             augment.AugmentConfig.from_config(config.augment, config.data) if augmented else None
         ),
     )
-    sharded = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()))
-    return jax.jit(sharded, donate_argnums=0)
+    return _with_hand(fn, hand, mesh, out_specs=(P(), P()), donate_argnums=0)
+
+
+def _with_hand(fn, hand: mano.HandModel, mesh: Mesh, **jit_kw):
+    """``fn(state, batch, hand=...)`` jitted over ``mesh`` and bound to ``hand``, which the
+    program takes as an argument: as a constant its arrays would be 5x the program's size
+    and slow its compilation."""
+    sharded = jax.shard_map(
+        lambda state, batch, hand: fn(state, batch, hand=hand),
+        mesh=mesh,
+        in_specs=(P(), P(AXIS), P()),
+        out_specs=jit_kw.pop("out_specs"),
+    )
+    step = jax.jit(sharded, **jit_kw)
+    hand = jax.device_put(hand, NamedSharding(mesh, P()))
+    return lambda state, batch: step(state, batch, hand)
 
 
 def make_eval_step(config: ml_collections.ConfigDict, hand: mano.HandModel, mesh: Mesh):
@@ -340,12 +354,11 @@ def make_eval_step(config: ml_collections.ConfigDict, hand: mano.HandModel, mesh
     fn = functools.partial(
         _eval_step,
         model=model,
-        hand=hand,
         faces=faces,
         options=options,
         masked_pass=masked_pass,
     )
-    return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P()))
+    return _with_hand(fn, hand, mesh, out_specs=P())
 
 
 def compiled_steps(config: ml_collections.ConfigDict, mesh: Mesh) -> tuple:
@@ -432,17 +445,24 @@ def _write_augment_preview(
     from the first (up to 4) examples of ``batch`` (``viz.augment_preview_png``)."""
     n = min(4, len(batch["image"]))
     images, K = (jnp.asarray(np.asarray(batch[k])[:n]) for k in ("image", "K"))
-    generated = _generated(
-        state.variables,
-        images,
-        K,
-        jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), step),
-        model=dhpe.from_config(config),
-        hand=mano.from_config(config),
-        config=augment.AugmentConfig.from_config(config.augment, config.data),
-    )
+    key = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), step)
+    generated = _preview_fn(config.to_json())(state.variables, images, K, key)
     path = os.path.join(workdir, "augment", f"preview_{step:07d}.png")
     viz.augment_preview_png(path, np.asarray(images), jax.device_get(generated.batch))
+
+
+@functools.lru_cache(maxsize=8)
+def _preview_fn(config_json: str):
+    """The jitted :func:`_generated` of a config (compiled once, not run op by op)."""
+    config = ml_collections.ConfigDict(json.loads(config_json))
+    generate = jax.jit(
+        functools.partial(
+            _generated,
+            model=dhpe.from_config(config),
+            config=augment.AugmentConfig.from_config(config.augment, config.data),
+        )
+    )
+    return functools.partial(generate, hand=mano.from_config(config))
 
 
 def _logged_step(line: str) -> float:

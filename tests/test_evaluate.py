@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 import reference_scorers as ref
+from scipy.spatial.transform import Rotation
 
 from configs import default
 from handfit import checkpoint, config_check, evaluate, mano, metrics, params, refine, render
@@ -48,11 +49,8 @@ def tiny_config(data_dir):
 
 def perturbed(variables, seed=1):
     """Every weight plus noise (an untrained f_M would leave every hand at p(0))."""
-    leaves, tree = jax.tree.flatten(variables)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    return tree.unflatten(
-        [a + 0.05 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys, strict=True)]
-    )
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda a: a + 0.05 * rng.standard_normal(a.shape, np.float32), variables)
 
 
 def save_checkpoint(workdir, variables):
@@ -111,7 +109,7 @@ def test_report_files(setup):
     with open(os.path.join(out, "report.md")) as f:
         table = f.read()
     assert HAND.name in table and "zimmermann" in table and "refiner j2D(T)" in table
-    assert "| PA-MPJPE mm |" in table
+    assert "| PA-MPJPE mm | rotation ° |" in table
     # The training run's learning curves are drawn into the report and linked from it.
     assert os.path.getsize(os.path.join(out, "learning_curves.png")) > 1000
     assert "(learning_curves.png)" in table
@@ -173,6 +171,11 @@ def test_baseline_agrees_with_direct_computation(setup, dataset):
 
     image2d = metrics.PoseEval2D(frame="image")
     image2d.add(project(unmirrored), project(np.nan_to_num(truth3d)), visible)
+    # the hand's orientation error, by scipy's weighted Kabsch fit on centred joints
+    angles = []
+    for b, g, w in zip(base, gt, visible & np.isfinite(gt).all(-1), strict=True):
+        centred = [x[w] - np.average(x[w], axis=0) for x in (b, g)]
+        angles.append(np.degrees(Rotation.align_vectors(centred[1], centred[0])[0].magnitude()))
     for workdir in runs:
         scored = report["runs"][workdir]["datasets"][dataset]
         assert scored["examples"] == len(source)
@@ -187,6 +190,9 @@ def test_baseline_agrees_with_direct_computation(setup, dataset):
         assert scored["pose2d_image"]["baseline_projected"]["auc"] == pytest.approx(
             image2d.result()["auc"], abs=1e-6
         )
+        rotation = scored["pose3d"]["baseline"]["rotation_error"]
+        assert rotation["examples"] == len(source) and rotation["unscored"] == 0
+        assert rotation["median_deg"] == pytest.approx(np.median(angles), abs=1e-3)  # float32
         assert ("segmentation" in scored) == (dataset == "synthetic")  # only it has masks
 
 
