@@ -31,6 +31,7 @@ parameters mean a hand only together with their base. There are two bases:
 
 from __future__ import annotations
 
+import itertools
 from typing import NamedTuple
 
 import jax
@@ -46,6 +47,10 @@ BASE_SCALE = 1.0
 NOMINAL_EXTENT = 0.19  # metres: about wrist to middle fingertip of an adult (open hand: 18.9 cm)
 IDENTITY = (1.0, 0.0, 0.0, 0.0)  # the quaternion that quat = 0 stands for
 _IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # the identity's 6D form
+# Where regression_vector's '6d' form splits: SIZES with the 6D code in place of ``quat``.
+_SPLITS_6D = tuple(
+    itertools.accumulate(6 if name == "quat" else n for name, n in SIZES[:-1])
+)  # (45, 55, 61, 62)
 # How Eq. 5's regressor codes the rotation (regression_vector): the paper's quaternion, or
 # Zhou et al.'s (CVPR 2019) continuous 6D form, which a network learns far faster.
 ROTATION_FORMS = ("quaternion", "6d")
@@ -183,7 +188,7 @@ def from_regression_vector(vector: jnp.ndarray, rotation_form: str = "quaternion
     _check_rotation_form(rotation_form)
     if vector.shape[-1] != NUM_PARAMS + 2:
         raise ValueError(f"expected [..., {NUM_PARAMS + 2}] for '6d', got shape {vector.shape}")
-    pose, shape, code, scale, trans = jnp.split(vector, [45, 55, 61, 62], axis=-1)
+    pose, shape, code, scale, trans = jnp.split(vector, _SPLITS_6D, axis=-1)
     rot = geometry.rotation_6d_to_matrix(code + jnp.asarray(_IDENTITY_6D, vector.dtype))
     return MeshParams(pose, shape, encode_rotation(rot), scale, trans)
 
