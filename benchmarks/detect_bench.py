@@ -30,8 +30,9 @@ from configs import default
 from handfit import detect, mano, metrics, refine, render
 from handfit.data import synthetic
 
-SPEC = synthetic.SyntheticSpec(image_size=320, fill=0.4, focal=1.5, occluder_prob=0.0,
-                               rotation_deg=(40.0, 40.0, 180.0))  # fmt: skip
+SPEC = synthetic.SyntheticSpec(
+    image_size=320, fill=0.4, focal=1.5, occluder_prob=0.0, rotation_deg=(40.0, 40.0, 180.0)
+)
 
 
 def _ms(fn, repeats: int) -> tuple[float, float]:
@@ -58,8 +59,11 @@ def _fit_all(hands, camera, models, cfg, world: bool):
         if sel:
             kp = np.stack([h.landmarks for h in sel])
             w3d = np.stack([h.world for h in sel]) if world else None
-            out.append(refine.fit(kp, np.ones(kp.shape[:2]), camera, models[side], world=w3d,
-                                  config=cfg).joints3d)  # fmt: skip
+            out.append(
+                refine.fit(
+                    kp, np.ones(kp.shape[:2]), camera, models[side], world=w3d, config=cfg
+                ).joints3d
+            )
     return out
 
 
@@ -74,21 +78,29 @@ def speed(records, detector, models, cfg, repeats: int) -> None:
     world_cfg = cfg
     plain_cfg = dataclasses.replace(cfg, world_joints_weight=0.0, world_bones_weight=0.0)
     rows = [
-        ("palm detection (crop, model, decode, NMS)", _ms(lambda: detector.palms(canvas),
-                                                                  repeats)),  # fmt: skip
-        ("one landmark pass (crop, model, projection)",
-         _ms(lambda: detector.landmarks(canvas, np.array([0.25, 0.5, 0.3, 0.48, 0.0])),
-                    repeats)),
-        ("whole detector (palms + 2 landmark passes per hand)",
-         _ms(lambda: detector(canvas), repeats)),  # fmt: skip
-        ("fit, 2D landmarks only (baseline)",
-         _ms(lambda: _fit_all(hands, camera, models, plain_cfg, False), repeats)),
-        ("fit, 2D + world landmarks",
-         _ms(lambda: _fit_all(hands, camera, models, world_cfg, True), repeats)),
-    ]  # fmt: skip
+        ("palm detection (crop, model, decode, NMS)", _ms(lambda: detector.palms(canvas), repeats)),
+        (
+            "one landmark pass (crop, model, projection)",
+            _ms(lambda: detector.landmarks(canvas, np.array([0.25, 0.5, 0.3, 0.48, 0.0])), repeats),
+        ),
+        (
+            "whole detector (palms + 2 landmark passes per hand)",
+            _ms(lambda: detector(canvas), repeats),
+        ),
+        (
+            "fit, 2D landmarks only (baseline)",
+            _ms(lambda: _fit_all(hands, camera, models, plain_cfg, False), repeats),
+        ),
+        (
+            "fit, 2D + world landmarks",
+            _ms(lambda: _fit_all(hands, camera, models, world_cfg, True), repeats),
+        ),
+    ]
     total = tuple(a + b for a, b in zip(rows[2][1], rows[4][1], strict=True))
-    print(f"1280 x 800 image, {len(hands)} hands found ({[h.side for h in hands]}), "
-          f"fit: {cfg.steps} steps x {cfg.fit_starts} starts per hand")  # fmt: skip
+    print(
+        f"1280 x 800 image, {len(hands)} hands found ({[h.side for h in hands]}), "
+        f"fit: {cfg.steps} steps x {cfg.fit_starts} starts per hand"
+    )
     base = rows[3][1][0]
     print("| stage | median ms | best ms | median / fit without world |")
     print("|---|---:|---:|---:|")
@@ -110,22 +122,35 @@ def quality(records, detector, models, cfg) -> None:
         camera = render.perspective_camera(k[0, 0], k[1, 1], k[0, 2], k[1, 2], 320, 320)
         model = models["right"]  # the renders are right hands whatever the detector says
         for name, c, world in (("2D only", plain_cfg, None), ("2D + world", cfg, hand.world)):
-            res = refine.fit(hand.landmarks[None], np.ones((1, 21)), camera, model,
-                             world=None if world is None else world[None], config=c)  # fmt: skip
+            res = refine.fit(
+                hand.landmarks[None],
+                np.ones((1, 21)),
+                camera,
+                model,
+                world=None if world is None else world[None],
+                config=c,
+            )
             pred, true = np.asarray(res.joints3d[0]), r["joints3d"]
             pa = np.mean(np.linalg.norm(metrics.procrustes_align(pred, true) - true, axis=-1))
-            results[name].append((
-                np.mean(np.linalg.norm(np.asarray(res.joints2d[0]) - hand.landmarks, axis=-1)),
-                1000 * pa, 1000 * abs(pred[9, 2] - true[9, 2]),
-            ))  # fmt: skip
-    print(f"\nsynthetic test hands: the detector found {found} of {len(records)}; its landmarks' "
-          f"mean 2D error {np.mean(det_err):.1f} px (median {np.median(det_err):.1f})")  # fmt: skip
+            results[name].append(
+                (
+                    np.mean(np.linalg.norm(np.asarray(res.joints2d[0]) - hand.landmarks, axis=-1)),
+                    1000 * pa,
+                    1000 * abs(pred[9, 2] - true[9, 2]),
+                )
+            )
+    print(
+        f"\nsynthetic test hands: the detector found {found} of {len(records)}; its landmarks' "
+        f"mean 2D error {np.mean(det_err):.1f} px (median {np.median(det_err):.1f})"
+    )
     print("| fit | 2D error to landmarks px | PA-MPJPE mm | depth error mm (median) |")
     print("|---|---:|---:|---:|")
     for name, rows in results.items():
         a = np.asarray(rows)
-        print(f"| {name} | {a[:, 0].mean():.1f} | {a[:, 1].mean():.1f} | {a[:, 2].mean():.0f} "
-              f"({np.median(a[:, 2]):.0f}) |")  # fmt: skip
+        print(
+            f"| {name} | {a[:, 0].mean():.1f} | {a[:, 1].mean():.1f} | {a[:, 2].mean():.0f} "
+            f"({np.median(a[:, 2]):.0f}) |"
+        )
 
 
 def main() -> None:

@@ -60,7 +60,7 @@ def run_mediapipe(folder: Path, max_hands: int) -> dict:
                 "model_complexity": 1,
                 "num_hands": max_hands,
                 "use_prev_landmarks": not static,
-            },  # fmt: skip
+            },
             calculator_params={
                 "palmdetectioncpu__TensorsToDetectionsCalculator.min_score_thresh": 0.5,
                 "handlandmarkcpu__ThresholdingCalculator.threshold": 0.5,
@@ -71,7 +71,7 @@ def run_mediapipe(folder: Path, max_hands: int) -> dict:
                 "multi_handedness",
                 "palm_detections",
                 "hand_rects_from_landmarks",
-            ],  # fmt: skip
+            ],
         )
 
     del mp
@@ -85,18 +85,23 @@ def run_mediapipe(folder: Path, max_hands: int) -> dict:
             with graph(mode == "static") as g:
                 res = g.process({"image": image})
                 if mode == "video":  # the second frame tracks from the first's landmarks
-                    rects = [[r.x_center, r.y_center, r.width, r.height, r.rotation]
-                             for r in res.hand_rects_from_landmarks or []]  # fmt: skip
+                    rects = [
+                        [r.x_center, r.y_center, r.width, r.height, r.rotation]
+                        for r in res.hand_rects_from_landmarks or []
+                    ]
                     res = g.process({"image": image})
             hands = []
             for i, lms in enumerate(res.multi_hand_landmarks or []):
                 cls = res.multi_handedness[i].classification[0]
                 world = res.multi_hand_world_landmarks[i].landmark
-                hands.append({
-                    "landmarks": [[p.x * w + 0.5, p.y * h + 0.5] for p in lms.landmark],
-                    "world": [[p.x, p.y, p.z] for p in world],
-                    "label": cls.label, "score": cls.score,
-                })  # fmt: skip
+                hands.append(
+                    {
+                        "landmarks": [[p.x * w + 0.5, p.y * h + 0.5] for p in lms.landmark],
+                        "world": [[p.x, p.y, p.z] for p in world],
+                        "label": cls.label,
+                        "score": cls.score,
+                    }
+                )
             boxes = []
             for d in res.palm_detections or []:
                 b = d.location_data.relative_bounding_box
@@ -125,9 +130,17 @@ def compare(folder: Path, mediapipe: dict, max_hands: int) -> list[dict]:
             theirs = mediapipe[path.name][mode]
             boxes = det.palms(image)[0]
             ours = det(image)
-            row = {"image": path.name, "mode": mode, "mediapipe": len(theirs["hands"]),
-                   "handfit": len(ours), "box_px": None, "landmark_px": None,
-                   "world_mm": None, "same_side": None, "their_crop_px": None}  # fmt: skip
+            row = {
+                "image": path.name,
+                "mode": mode,
+                "mediapipe": len(theirs["hands"]),
+                "handfit": len(ours),
+                "box_px": None,
+                "landmark_px": None,
+                "world_mm": None,
+                "same_side": None,
+                "their_crop_px": None,
+            }
             if mode == "static" and len(theirs["palm_boxes"]) == len(boxes) and len(boxes):
                 h, w = image.shape[:2]
                 ours_px = boxes * (w, h, w, h) + 0.5
@@ -136,14 +149,19 @@ def compare(folder: Path, mediapipe: dict, max_hands: int) -> list[dict]:
             if len(ours) == len(theirs["hands"]) and ours:
                 lm, world, same = [], [], []
                 for hand in ours:  # match by wrist position
-                    their = min(theirs["hands"], key=lambda t: np.linalg.norm(
-                        np.asarray(t["landmarks"][0]) - hand.landmarks[0]))  # fmt: skip
+                    their = min(
+                        theirs["hands"],
+                        key=lambda t: np.linalg.norm(
+                            np.asarray(t["landmarks"][0]) - hand.landmarks[0]
+                        ),
+                    )
                     lm.append(np.max(np.abs(hand.landmarks - np.asarray(their["landmarks"]))))
                     world.append(1000 * np.max(np.abs(hand.world - np.asarray(their["world"]))))
                     # MediaPipe labels as in a mirrored image: its 'Left' is handfit's 'right'
                     same.append({"Left": "right", "Right": "left"}[their["label"]] == hand.side)
-                row.update(landmark_px=float(max(lm)), world_mm=float(max(world)),
-                           same_side=all(same))  # fmt: skip
+                row.update(
+                    landmark_px=float(max(lm)), world_mm=float(max(world)), same_side=all(same)
+                )
             if mode == "video" and theirs["hands"] and len(theirs["rects"]) == len(theirs["hands"]):
                 # the second pass alone: handfit's landmark pass on MediaPipe's own crop
                 h, w = image.shape[:2]
@@ -168,9 +186,11 @@ def sensitivity(folder: Path, mediapipe: dict, max_hands: int, trials: int = 20)
 
     det = detect.Detector({"second_pass": False, "max_hands": max_hands})
     rng = np.random.default_rng(0)
-    print("\n| image | our second crop - MediaPipe's: centre px, side px, rotation rad "
-          "| landmarks on ours vs theirs max px | theirs disturbed: landmarks move max px "
-          "(median, largest of the trials) |")  # fmt: skip
+    print(
+        "\n| image | our second crop - MediaPipe's: centre px, side px, rotation rad "
+        "| landmarks on ours vs theirs max px | theirs disturbed: landmarks move max px "
+        "(median, largest of the trials) |"
+    )
     print("|---|---|---:|---:|")
     for path in _images(folder):
         image = np.asarray(Image.open(path).convert("RGB"))
@@ -183,17 +203,19 @@ def sensitivity(folder: Path, mediapipe: dict, max_hands: int, trials: int = 20)
         mine = graph.landmarks_to_rect((ours[0].landmarks - 0.5) / (w, h), w, h)
 
         def lms(r, image=image, w=w, h=h):
-            return graph.to_handfit_pixels(det.landmarks(image, r.astype(np.float32))[0][:, :2],
-                                           w, h)  # fmt: skip
+            return graph.to_handfit_pixels(
+                det.landmarks(image, r.astype(np.float32))[0][:, :2], w, h
+            )
 
         base = lms(rect)
         scale = np.array([0.3 / w, 0.3 / h, 0.3 / w, 0.3 / h, 0.002])
-        moved = [np.abs(lms(rect + rng.normal(size=5) * scale) - base).max()
-                 for _ in range(trials)]  # fmt: skip
+        moved = [np.abs(lms(rect + rng.normal(size=5) * scale) - base).max() for _ in range(trials)]
         d = (mine - rect) * (w, h, w, h, 1)
-        print(f"| {path.name} | {np.hypot(*d[:2]):.2f}, {d[2]:+.2f}, {d[4]:+.4f} | "
-              f"{np.abs(lms(mine) - base).max():.2f} | {np.median(moved):.2f}, "
-              f"{max(moved):.2f} |")  # fmt: skip
+        print(
+            f"| {path.name} | {np.hypot(*d[:2]):.2f}, {d[2]:+.2f}, {d[4]:+.4f} | "
+            f"{np.abs(lms(mine) - base).max():.2f} | {np.median(moved):.2f}, "
+            f"{max(moved):.2f} |"
+        )
 
 
 def _synthetic(folder: Path, count: int) -> None:
@@ -202,8 +224,9 @@ def _synthetic(folder: Path, count: int) -> None:
 
     from handfit.data import synthetic
 
-    spec = synthetic.SyntheticSpec(image_size=320, fill=0.4, focal=1.5, occluder_prob=0.0,
-                                   rotation_deg=(40.0, 40.0, 180.0))  # fmt: skip
+    spec = synthetic.SyntheticSpec(
+        image_size=320, fill=0.4, focal=1.5, occluder_prob=0.0, rotation_deg=(40.0, 40.0, 180.0)
+    )
     for i, r in enumerate(synthetic.generate(spec, "test", 0, count)):
         Image.fromarray(np.asarray(r["image"])).save(folder / f"synthetic_{i:03d}.png")
 
@@ -225,9 +248,17 @@ def main() -> None:
         if not args.images:
             _synthetic(folder, args.count)
         done = subprocess.run(
-            [args.mediapipe_python, __file__, "--side=mediapipe", f"--images={folder}",
-             f"--max_hands={args.max_hands}"], capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            [
+                args.mediapipe_python,
+                __file__,
+                "--side=mediapipe",
+                f"--images={folder}",
+                f"--max_hands={args.max_hands}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode:
             sys.exit(f"MediaPipe's side failed:\n{done.stderr[-3000:]}")
         mediapipe = json.loads(done.stdout.strip().splitlines()[-1])
@@ -238,17 +269,21 @@ def main() -> None:
 
 
 def _print(rows: list[dict]) -> None:
-    print("| image | mode | hands MediaPipe / handfit | palm box max px | landmarks max px "
-          "| world max mm | same side | on MediaPipe's crop max px |")  # fmt: skip
+    print(
+        "| image | mode | hands MediaPipe / handfit | palm box max px | landmarks max px "
+        "| world max mm | same side | on MediaPipe's crop max px |"
+    )
     print("|---|---|---|---:|---:|---:|---|---:|")
     for r in rows:
 
         def f(v, fmt="{:.2f}"):
             return "-" if v is None else fmt.format(v)
 
-        print(f"| {r['image']} | {r['mode']} | {r['mediapipe']} / {r['handfit']} | "
-              f"{f(r['box_px'])} | {f(r['landmark_px'])} | {f(r['world_mm'])} | "
-              f"{f(r['same_side'], '{}')} | {f(r['their_crop_px'])} |")  # fmt: skip
+        print(
+            f"| {r['image']} | {r['mode']} | {r['mediapipe']} / {r['handfit']} | "
+            f"{f(r['box_px'])} | {f(r['landmark_px'])} | {f(r['world_mm'])} | "
+            f"{f(r['same_side'], '{}')} | {f(r['their_crop_px'])} |"
+        )
     for mode in ("static", "video"):
         sel = [r for r in rows if r["mode"] == mode]
         lm = [r["landmark_px"] for r in sel if r["landmark_px"] is not None]
@@ -259,8 +294,10 @@ def _print(rows: list[dict]) -> None:
             f"{sorted(lm)[len(lm) // 2] if lm else float('nan'):.2f} px"
         )
     alone = [r["their_crop_px"] for r in rows if r["their_crop_px"] is not None]
-    print(f"second pass on MediaPipe's own crops ({len(alone)} images): max "
-          f"{max(alone, default=float('nan')):.2f} px")  # fmt: skip
+    print(
+        f"second pass on MediaPipe's own crops ({len(alone)} images): max "
+        f"{max(alone, default=float('nan')):.2f} px"
+    )
 
 
 if __name__ == "__main__":

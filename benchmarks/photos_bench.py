@@ -49,7 +49,9 @@ SOURCES = {
     "handDst.jpg": ("opencv-doc", f"{OPENCV_DOC}/opencv4/html/handDst.jpg"),
     "fileListImage.jpg": ("opencv-doc", f"{OPENCV_DOC}/opencv4/html/fileListImage.jpg"),
     "Threshold_inRange_Tutorial_Result_input.jpeg": (
-        "opencv-doc", f"{OPENCV_DOC}/opencv4/html/Threshold_inRange_Tutorial_Result_input.jpeg"),
+        "opencv-doc",
+        f"{OPENCV_DOC}/opencv4/html/Threshold_inRange_Tutorial_Result_input.jpeg",
+    ),
     "screen_charuco.jpg": ("opencv-doc", f"{OPENCV_DOC}/opencv4/html/screen_charuco.jpg"),
     "messi5.jpg": ("opencv-doc", f"{OPENCV_DOC}/examples/data/messi5.jpg"),
     "basketball1.png": ("opencv-doc", f"{OPENCV_DOC}/examples/data/basketball1.png"),
@@ -58,7 +60,7 @@ SOURCES = {
     "right02.jpg": ("opencv-doc", f"{OPENCV_DOC}/examples/data/right02.jpg"),
     "zidane.jpg": (ULTRALYTICS, "ultralytics/assets/zidane.jpg"),
     "bus.jpg": (ULTRALYTICS, "ultralytics/assets/bus.jpg"),
-}  # fmt: skip
+}
 # name: visible hands (x, y, radius), handfit's pixels, marked by eye
 VISIBLE = {
     "handSrc.jpg": [(320, 250, 150)],  # an open hand, palm up, filling the photo
@@ -87,14 +89,17 @@ def extract(folder: Path) -> None:
         subprocess.run(["dpkg", "-x", str(deb), str(tmp / "deb")], check=True)
         subprocess.run(["pip", "download", "--no-deps", "-d", str(tmp), ULTRALYTICS], check=True)
         (wheel,) = tmp.glob("ultralytics-*.whl")
-        lines = ["# Where these photos come from", "",
-                 f"Debian package `{deb.name}` (`apt-get download opencv-doc`): Apache-2.0 "
-                 "AND BSD-3-Clause (its `debian/copyright`, `Files: *`).",
-                 f"PyPI wheel `{wheel.name}` (`pip download --no-deps {ULTRALYTICS}`): "
-                 "AGPL-3.0 package.",
-                 "zidane.jpg and messi5.jpg are press photographs: test with them, do not "
-                 "redistribute them.",
-                 ""]  # fmt: skip
+        lines = [
+            "# Where these photos come from",
+            "",
+            f"Debian package `{deb.name}` (`apt-get download opencv-doc`): Apache-2.0 "
+            "AND BSD-3-Clause (its `debian/copyright`, `Files: *`).",
+            f"PyPI wheel `{wheel.name}` (`pip download --no-deps {ULTRALYTICS}`): "
+            "AGPL-3.0 package.",
+            "zidane.jpg and messi5.jpg are press photographs: test with them, do not "
+            "redistribute them.",
+            "",
+        ]
         with zipfile.ZipFile(wheel) as zf:
             for name, (package, path) in SOURCES.items():
                 if package == "opencv-doc":
@@ -124,8 +129,14 @@ def _fit(hands, image_shape, models, cfg) -> list[float]:
         sel = [hd for hd in hands if hd.side == side]
         if sel:
             kp = np.stack([hd.landmarks for hd in sel])
-            res = refine.fit(kp, np.ones(kp.shape[:2]), camera, models[side],
-                             world=np.stack([hd.world for hd in sel]), config=cfg)  # fmt: skip
+            res = refine.fit(
+                kp,
+                np.ones(kp.shape[:2]),
+                camera,
+                models[side],
+                world=np.stack([hd.world for hd in sel]),
+                config=cfg,
+            )
             errors += list(np.linalg.norm(np.asarray(res.joints2d) - kp, axis=-1).mean(-1))
     return errors
 
@@ -141,8 +152,7 @@ def _median_ms(fn, repeats: int) -> float:
 
 def bench(folder: Path, tiles: list[int], repeats: int) -> None:
     config = default.get_config()
-    cfg = dataclasses.replace(refine.RefineConfig.from_config(config.refine),
-                              silhouette_weight=0.0)  # fmt: skip
+    cfg = dataclasses.replace(refine.RefineConfig.from_config(config.refine), silhouette_weight=0.0)
     models = {"right": mano.open_hand(), "left": mano.open_hand("left")}
     missing = [n for n in VISIBLE if not (folder / n).is_file()]
     if missing:
@@ -154,8 +164,12 @@ def bench(folder: Path, tiles: list[int], repeats: int) -> None:
         + " |"
     )
     print("|---|---|---:|" + "---:|" * len(tiles))
-    detectors = {t: detect.Detector(dataclasses.replace(
-        detect.DetectConfig.from_config(config.detect), tiles=t)) for t in tiles}  # fmt: skip
+    detectors = {
+        t: detect.Detector(
+            dataclasses.replace(detect.DetectConfig.from_config(config.detect), tiles=t)
+        )
+        for t in tiles
+    }
     totals = {t: np.zeros(4) for t in tiles}  # found, extra, detect ms, fit ms
     for name, visible in VISIBLE.items():
         image = np.asarray(Image.open(folder / name).convert("RGB"))
@@ -165,18 +179,28 @@ def bench(folder: Path, tiles: list[int], repeats: int) -> None:
             found, extra = _match(hands, visible)
             det_ms = _median_ms(lambda d=detector, im=image: d(im), repeats)
             errors = _fit(hands, image.shape, models, cfg) if hands else []  # compiles
-            fit_ms = _median_ms(lambda h=hands, s=image.shape: _fit(h, s, models, cfg),
-                                max(1, repeats // 2)) if hands else 0.0  # fmt: skip
+            fit_ms = (
+                _median_ms(
+                    lambda h=hands, s=image.shape: _fit(h, s, models, cfg), max(1, repeats // 2)
+                )
+                if hands
+                else 0.0
+            )
             totals[t] += (found, extra, det_ms, fit_ms)
             err = f"{np.mean(errors):.1f}" if errors else "-"
             cells.append(f"{found} / {extra}, {det_ms:.0f}, {fit_ms:.0f}, {err}")
-        print(f"| {name} | {image.shape[1]} x {image.shape[0]} | {len(visible)} | "
-              + " | ".join(cells) + " |")  # fmt: skip
+        print(
+            f"| {name} | {image.shape[1]} x {image.shape[0]} | {len(visible)} | "
+            + " | ".join(cells)
+            + " |"
+        )
     n_visible = sum(len(v) for v in VISIBLE.values())
     for t, (found, extra, det_ms, fit_ms) in totals.items():
-        print(f"tiles={t}: found {found:.0f} of {n_visible} visible hands, {extra:.0f} extra "
-              f"detections; detection {det_ms / len(VISIBLE):.0f} ms per photo (mean of "
-              f"medians), fitting {fit_ms / len(VISIBLE):.0f} ms")  # fmt: skip
+        print(
+            f"tiles={t}: found {found:.0f} of {n_visible} visible hands, {extra:.0f} extra "
+            f"detections; detection {det_ms / len(VISIBLE):.0f} ms per photo (mean of "
+            f"medians), fitting {fit_ms / len(VISIBLE):.0f} ms"
+        )
 
 
 def main() -> None:

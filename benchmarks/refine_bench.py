@@ -81,8 +81,9 @@ def accuracy(model, n: int) -> list[str]:
     rows = []
     for noisy in (False, True):
         for use_mask in (True, False):
-            ev = refine.Evidence(j2d + noise if noisy else j2d, jnp.ones((n, 21)),
-                                 masks if use_mask else None)  # fmt: skip
+            ev = refine.Evidence(
+                j2d + noise if noisy else j2d, jnp.ones((n, 21)), masks if use_mask else None
+            )
             cfg = refine.RefineConfig() if use_mask else refine.RefineConfig(silhouette_weight=0.0)
             t = time.perf_counter()
             res = jax.block_until_ready(refine.refine(start, ev, model, camera, cfg))
@@ -138,15 +139,23 @@ def speed(model, quick: bool) -> list[str]:
             one = refine.RefineConfig(
                 render_size=res_px, silhouette_weight=sil, steps=1, budget=budget
             )
-            looped = median_seconds(python_loop, *args, one, cfg.steps, repeats=reps,
-                                    min_seconds=0.0)  # fmt: skip
+            looped = median_seconds(
+                python_loop, *args, one, cfg.steps, repeats=reps, min_seconds=0.0
+            )
         if sil:
             verts = params.mesh(start, model).vertices
             rcam = render.resize(camera, res_px)
             sil_only = median_seconds(
-                render_fn, verts, model.faces, rcam, budget, cfg.sigma, cfg.steps,
-                repeats=reps, min_seconds=0.0,
-            )  # fmt: skip
+                render_fn,
+                verts,
+                model.faces,
+                rcam,
+                budget,
+                cfg.sigma,
+                cfg.steps,
+                repeats=reps,
+                min_seconds=0.0,
+            )
         rows.append(
             f"| {batch} | {f'{res_px}²' if sil else 'off'} | {budget if sil else '-'} | "
             f"{cfg.steps} | **{fused * 1e3:.0f}** | {batch / fused:.1f} | "
@@ -169,12 +178,16 @@ def main():
         f"{jax.devices()[0].platform}, {platform.machine()}, default RefineConfig "
         f"({refine.RefineConfig().optimizer}, {refine.RefineConfig().steps} steps)\n"
     )
-    print("| 2D joints | silhouette | hands | 2D px before | 2D px after | PA-MPJPE mm before "
-          "| PA-MPJPE mm after | PA ratio | overflow | s |")  # fmt: skip
+    print(
+        "| 2D joints | silhouette | hands | 2D px before | 2D px after | PA-MPJPE mm before "
+        "| PA-MPJPE mm after | PA ratio | overflow | s |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     accuracy(model, n)
-    print("\n| B | silhouettes | budget | steps | refine ms | hands/s | Python loop ms | "
-          "loop/refine | silhouette f+b alone ms | share |")  # fmt: skip
+    print(
+        "\n| B | silhouettes | budget | steps | refine ms | hands/s | Python loop ms | "
+        "loop/refine | silhouette f+b alone ms | share |"
+    )
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     speed(model, args.quick)
     print(

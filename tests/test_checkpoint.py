@@ -69,8 +69,11 @@ def test_damaged_newest_checkpoint_is_set_aside_and_the_previous_one_restored(
 ):
     zeros = _two_checkpoints(tmp_path)
     bad = os.path.join(checkpoint.directory(tmp_path), "4")
-    _truncate(os.path.join(bad, "state", "_METADATA") if damage == "metadata" else
-              _data_file(tmp_path, 4, "state"))  # fmt: skip
+    _truncate(
+        os.path.join(bad, "state", "_METADATA")
+        if damage == "metadata"
+        else _data_file(tmp_path, 4, "state")
+    )
     mngr = checkpoint.manager(tmp_path)
     state, step = checkpoint.restore_state(mngr, zeros)
     assert step == 2
@@ -129,8 +132,11 @@ def test_when_no_checkpoint_restores_each_is_named_and_none_moved(tmp_path):
 def test_damaged_variables_raise_one_clear_error_without_orbax_noise(tmp_path):
     zeros = _two_checkpoints(tmp_path, leaves=40)
     _truncate(_data_file(tmp_path, 4, "variables"))
-    with pytest.raises(checkpoint.CheckpointError, match=r"checkpoints/4 cannot be restored.*"
-                       r"damaged.*--config.eval.step=N with N in \[2\]"):  # fmt: skip
+    with pytest.raises(
+        checkpoint.CheckpointError,
+        match=r"checkpoints/4 cannot be restored.*"
+        r"damaged.*--config.eval.step=N with N in \[2\]",
+    ):
         checkpoint.restore_variables(tmp_path, zeros)
     variables, step = checkpoint.restore_variables(tmp_path, zeros, step=2)
     assert step == 2 and float(variables["params"]["w39"][0]) == 2.0

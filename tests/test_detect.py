@@ -33,8 +33,9 @@ def test_anchors_follow_the_ssd_layout():
 def _raw_for(anchor, box, keypoints):
     """The palm model's 18 numbers that decode to ``box`` (x0, y0, x1, y1) and keypoints."""
     centre, size = (box[:2] + box[2:]) / 2, box[2:] - box[:2]
-    return np.concatenate([(centre - anchor) * 192, size * 192,
-                           ((keypoints - anchor) * 192).ravel()])  # fmt: skip
+    return np.concatenate(
+        [(centre - anchor) * 192, size * 192, ((keypoints - anchor) * 192).ravel()]
+    )
 
 
 def test_decode_inverts_the_box_encoding_and_thresholds_scores():
@@ -56,8 +57,10 @@ def test_decode_inverts_the_box_encoding_and_thresholds_scores():
 
 
 def test_weighted_nms_merges_overlaps_by_score():
-    boxes = np.array([[0.0, 0.0, 1.0, 1.0], [0.1, 0.0, 1.1, 1.0], [3.0, 3.0, 4.0, 4.0],
-                      [0.0, 0.6, 1.0, 1.6]], np.float32)  # fmt: skip
+    boxes = np.array(
+        [[0.0, 0.0, 1.0, 1.0], [0.1, 0.0, 1.1, 1.0], [3.0, 3.0, 4.0, 4.0], [0.0, 0.6, 1.0, 1.6]],
+        np.float32,
+    )
     kps = np.repeat(boxes[:, None, :2], 7, axis=1)
     scores = np.array([0.9, 0.6, 0.95, 0.8], np.float32)
     out_boxes, out_kps, out_scores = graph.weighted_nms(boxes, kps, scores, 0.3)
@@ -97,8 +100,9 @@ def test_tiles_are_squares_that_overlap_and_cover_the_image(width, height, count
     if not n:
         return
     side = min(max(width, height) / count, min(width, height))
-    np.testing.assert_allclose(rois[:, 2:] * (width, height, 1), np.tile([side, side, 0], (n, 1)),
-                               rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        rois[:, 2:] * (width, height, 1), np.tile([side, side, 0], (n, 1)), rtol=1e-6
+    )
     x0 = rois[:, 0] * width - side / 2
     y0 = rois[:, 1] * height - side / 2
     assert x0.min() > -1e-3 and y0.min() > -1e-3
@@ -129,8 +133,7 @@ def test_landmark_projection_is_the_crops_own_map(width, height):
     np.testing.assert_allclose(lm[:, 2], raw[:, 2] / 224 / 0.4 * rect[2], rtol=1e-5)
     # world landmarks turn with the crop about the image's z axis
     world = graph.project_world(np.tile([0.0, -0.05, 0.01], 21), rect)
-    np.testing.assert_allclose(world[0], [0.05 * np.sin(0.7), -0.05 * np.cos(0.7), 0.01],
-                               atol=1e-7)  # fmt: skip
+    np.testing.assert_allclose(world[0], [0.05 * np.sin(0.7), -0.05 * np.cos(0.7), 0.01], atol=1e-7)
 
 
 def test_palm_crop_points_from_wrist_to_fingers():
@@ -179,19 +182,25 @@ def test_warp_samples_bilinearly_with_both_borders():
     np.testing.assert_allclose(graph.warp(image, half, 4, "zero"), expected, atol=1e-6)
     outside = np.array([[1.0, 0, -2.0], [0, 1.0, -2.0]])
     assert np.all(graph.warp(image, outside, 2, "zero") == 0)
-    np.testing.assert_allclose(graph.warp(image, outside, 2, "replicate"),
-                               np.broadcast_to(image[0, 0] / 255.0, (2, 2, 3)))  # fmt: skip
+    np.testing.assert_allclose(
+        graph.warp(image, outside, 2, "replicate"), np.broadcast_to(image[0, 0] / 255.0, (2, 2, 3))
+    )
 
 
 def test_mediapipe_landmarks_are_in_canonical_order():
     # mediapipe.python.solutions.hands.HandLandmark, in its order
     names = ["WRIST", "THUMB_CMC", "THUMB_MCP", "THUMB_IP", "THUMB_TIP"] + [
-        f"{f}_{j}" for f in ("INDEX_FINGER", "MIDDLE_FINGER", "RING_FINGER", "PINKY")
+        f"{f}_{j}"
+        for f in ("INDEX_FINGER", "MIDDLE_FINGER", "RING_FINGER", "PINKY")
         for j in ("MCP", "PIP", "DIP", "TIP")
-    ]  # fmt: skip
+    ]
     # handfit names the thumb's joints by position along the finger, from the base
-    thumb = {"THUMB_CMC": "thumb_mcp", "THUMB_MCP": "thumb_pip", "THUMB_IP": "thumb_dip",
-             "THUMB_TIP": "thumb_tip"}  # fmt: skip
+    thumb = {
+        "THUMB_CMC": "thumb_mcp",
+        "THUMB_MCP": "thumb_pip",
+        "THUMB_IP": "thumb_dip",
+        "THUMB_TIP": "thumb_tip",
+    }
 
     def handfit_name(name):
         if name in thumb:
@@ -223,8 +232,10 @@ def _fake_wheel(path, contents):
 
 def test_extract_checks_sha256_and_records_the_source(tmp_path, monkeypatch):
     contents = {name: f"model {name}".encode() for name in models.FILES}
-    good = {n: (inner, hashlib.sha256(contents[n]).hexdigest())
-            for n, (inner, _) in models.FILES.items()}  # fmt: skip
+    good = {
+        n: (inner, hashlib.sha256(contents[n]).hexdigest())
+        for n, (inner, _) in models.FILES.items()
+    }
     _fake_wheel(tmp_path / models.WHEEL, contents)
     # the real checksums refuse the fake files, and leave nothing behind
     with pytest.raises(ValueError, match="sha256"):
@@ -257,8 +268,9 @@ def test_detector_finds_a_rendered_hand():
     from handfit import detect
     from handfit.data import synthetic
 
-    spec = synthetic.SyntheticSpec(image_size=320, fill=0.4, focal=1.5, occluder_prob=0.0,
-                                   rotation_deg=(40.0, 40.0, 180.0))  # fmt: skip
+    spec = synthetic.SyntheticSpec(
+        image_size=320, fill=0.4, focal=1.5, occluder_prob=0.0, rotation_deg=(40.0, 40.0, 180.0)
+    )
     record = synthetic.generate(spec, "test", 11, 1)[0]
     image = np.asarray(record["image"])
     found = detect.hands(image)
@@ -298,8 +310,9 @@ def test_tiles_find_a_hand_too_small_for_the_whole_image():
     from handfit import detect
     from handfit.data import synthetic
 
-    spec = synthetic.SyntheticSpec(image_size=320, fill=0.4, focal=1.5, occluder_prob=0.0,
-                                   rotation_deg=(40.0, 40.0, 180.0))  # fmt: skip
+    spec = synthetic.SyntheticSpec(
+        image_size=320, fill=0.4, focal=1.5, occluder_prob=0.0, rotation_deg=(40.0, 40.0, 180.0)
+    )
     record = synthetic.generate(spec, "test", 11, 1)[0]
     canvas = np.full((1200, 1600, 3), 90, np.uint8)
     canvas[700:1020, 900:1220] = record["image"]

@@ -28,13 +28,41 @@ MARKDOWN = [os.path.join(ROOT, "README.md"), *DOCS]
 # Short names the docs use (modules, and classes named without their module), and what each
 # stands for.
 MODULES = {
-    **{m: f"handfit.{m}" for m in (
-        "augment", "checkpoint", "evaluate", "geometry", "losses", "mano", "metrics",
-        "objective", "params", "refine", "render", "safe_pickle", "skeleton", "train", "viz")},
+    **{
+        m: f"handfit.{m}"
+        for m in (
+            "augment",
+            "checkpoint",
+            "evaluate",
+            "geometry",
+            "losses",
+            "mano",
+            "metrics",
+            "objective",
+            "params",
+            "refine",
+            "render",
+            "safe_pickle",
+            "skeleton",
+            "train",
+            "viz",
+        )
+    },
     **{m: f"handfit.models.{m}" for m in ("cpm", "dhpe", "heads", "resnet")},
-    **{m: f"handfit.data.{m}" for m in (
-        "backgrounds", "builders", "dexter_object", "example", "freihand", "pipeline", "rhd",
-        "stb", "synthetic")},
+    **{
+        m: f"handfit.data.{m}"
+        for m in (
+            "backgrounds",
+            "builders",
+            "dexter_object",
+            "example",
+            "freihand",
+            "pipeline",
+            "rhd",
+            "stb",
+            "synthetic",
+        )
+    },
     "models": "handfit.models",
     "handfit": "handfit",
     # classes named without their module
@@ -45,7 +73,7 @@ MODULES = {
     "MeshParams": "handfit.params.MeshParams",
     "RefineConfig": "handfit.refine.RefineConfig",
     "SyntheticSpec": "handfit.data.synthetic.SyntheticSpec",
-}  # fmt: skip
+}
 CONFIG = default.get_config()
 FILE_EXTENSIONS = {"py", "md", "json", "png", "jpg", "bmp", "txt", "mat", "pickle", "pkl", "npz"}
 

@@ -16,8 +16,11 @@ def test_project_follows_opencv_and_pixel_centres():
     np.testing.assert_allclose(uv, expect, rtol=1e-6)
     # A point on the optical axis lands at (cx, cy); cx = c + 0.5 is the centre of column c.
     cam2 = render.perspective_camera(500.0, 500.0, 10.5, 3.5, 16, 16)
-    r = render.rasterize(jnp.array([[[0, -0.001, 1.0], [0.001, 0.001, 1], [-0.001, 0.001, 1]]]),
-                         jnp.array([[0, 1, 2]]), cam2)  # fmt: skip
+    r = render.rasterize(
+        jnp.array([[[0, -0.001, 1.0], [0.001, 0.001, 1], [-0.001, 0.001, 1]]]),
+        jnp.array([[0, 1, 2]]),
+        cam2,
+    )
     assert r.face_id[0, 3, 10] == 0 and r.mask.sum() == 1
 
 
@@ -44,8 +47,11 @@ def test_crop_resize_maps_pixel_centres():
     np.testing.assert_allclose(uv2[:, 0], (uv[:, 0] - 10.0) * 80 / 40, rtol=1e-5)
     np.testing.assert_allclose(uv2[:, 1], (uv[:, 1] - 20.0) * 60 / 30, rtol=1e-5)
     # The crop's corner (x0, y0) is continuous coordinate 0 and its far edge is the width.
-    np.testing.assert_allclose(render.project(jnp.array([[(10 - 50) / 300, (20 - 40) / 300, 1.0]]),
-                                              crop), [[0.0, 0.0]], atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        render.project(jnp.array([[(10 - 50) / 300, (20 - 40) / 300, 1.0]]), crop),
+        [[0.0, 0.0]],
+        atol=1e-5,
+    )
     square = render.crop_resize(cam, (10.0, 20.0, 40.0), 20)
     assert square.shape == (20, 20)
     np.testing.assert_allclose(square.fx, 300.0 / 2)

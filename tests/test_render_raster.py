@@ -24,11 +24,13 @@ def _numpy_zbuffer(tri, fx, fy, cx, cy, h, w, weak_depth=None):
     """Reference: closed point-in-triangle by signed areas and ray-plane depth, per pixel."""
     verts = tri.astype(np.float64)
     if weak_depth is None:
-        uv = np.stack([fx * verts[..., 0] / verts[..., 2] + cx,
-                       fy * verts[..., 1] / verts[..., 2] + cy], -1)  # fmt: skip
+        uv = np.stack(
+            [fx * verts[..., 0] / verts[..., 2] + cx, fy * verts[..., 1] / verts[..., 2] + cy], -1
+        )
     else:
-        uv = np.stack([fx * verts[..., 0] / weak_depth + cx,
-                       fy * verts[..., 1] / weak_depth + cy], -1)  # fmt: skip
+        uv = np.stack(
+            [fx * verts[..., 0] / weak_depth + cx, fy * verts[..., 1] / weak_depth + cy], -1
+        )
     face = -np.ones((h, w), int)
     depth = np.full((h, w), np.inf)
     for r in range(h):

@@ -153,8 +153,12 @@ def test_windows_cover_each_face_box_once(size):
         assert len(covered) == len(set(covered)), f"face {f}: a pixel listed twice"
         lo = np.asarray(tri[f]).min(0) - 1.5
         hi = np.asarray(tri[f]).max(0) + 1.5
-        want = {(y, x) for y in range(24) for x in range(20)
-                if lo[1] <= y + 0.5 <= hi[1] and lo[0] <= x + 0.5 <= hi[0]}  # fmt: skip
+        want = {
+            (y, x)
+            for y in range(24)
+            for x in range(20)
+            if lo[1] <= y + 0.5 <= hi[1] and lo[0] <= x + 0.5 <= hi[0]
+        }
         if not bool(valid[f]):
             want = set()
         assert want <= set(covered), f"face {f}: box pixels missed"
@@ -177,8 +181,14 @@ def test_overflow_is_counted_never_silent():
 def test_bad_input_gives_finite_values_and_gradients():
     cam = render.perspective_camera(10.0, 10.0, 8.0, 8.0, 16, 16)
     # Corners exactly on pixel centres (u = c + 0.5) and on pixel edges (integers), at z = 1.
-    on_grid = [[-0.45, -0.45, 1.0], [0.35, -0.45, 1.0], [-0.45, 0.35, 1.0],
-               [-0.3, -0.3, 1.0], [0.2, -0.3, 1.0], [-0.3, 0.5, 1.0]]  # fmt: skip
+    on_grid = [
+        [-0.45, -0.45, 1.0],
+        [0.35, -0.45, 1.0],
+        [-0.45, 0.35, 1.0],
+        [-0.3, -0.3, 1.0],
+        [0.2, -0.3, 1.0],
+        [-0.3, 0.5, 1.0],
+    ]
     degenerate = [[0.1, 0.1, 1.0], [0.1, 0.1, 1.0], [0.3, 0.2, 1.0]]  # zero area
     behind = [[0.0, 0.0, 0.0], [0.2, 0.0, -1.0], [0.0, 0.2, 1e-5]]  # behind / on the camera
     v = jnp.array([on_grid + degenerate + behind], jnp.float32)
@@ -203,10 +213,19 @@ def _two_triangles_and_a_bad_one():
     unused budget slots point at) touching vertex 6 alone."""
     cam = render.perspective_camera(40.0, 40.0, 8.0, 8.0, 16, 16)
     v = jnp.array(
-        [[[-0.1, -0.08, 2.0], [0.1, -0.08, 2.0], [0.0, 0.12, 2.0], [0.14, 0.1, 2.05],
-          [0.05, 0.05, 2.0], [0.12, 0.04, 2.0], [0.08, 0.1, 2.0]]],
+        [
+            [
+                [-0.1, -0.08, 2.0],
+                [0.1, -0.08, 2.0],
+                [0.0, 0.12, 2.0],
+                [0.14, 0.1, 2.05],
+                [0.05, 0.05, 2.0],
+                [0.12, 0.04, 2.0],
+                [0.08, 0.1, 2.0],
+            ]
+        ],
         jnp.float32,
-    )  # fmt: skip
+    )
     f = jnp.array([[0, 1, 2], [1, 3, 2], [4, 5, 6]])
     return cam, v, f
 

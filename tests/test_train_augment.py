@@ -47,8 +47,9 @@ def test_augmented_step_trains_on_the_extended_batch(setup):
     mesh = train.data_mesh()
     plain, _ = train.compiled_steps(config, mesh)
     augmented = train.augmented_step(config, mesh)
-    host = next(iter(pipeline.dataset(records, batch_size=4, train=False, **pipeline.options(
-        config.data))))  # fmt: skip
+    host = next(
+        iter(pipeline.dataset(records, batch_size=4, train=False, **pipeline.options(config.data)))
+    )
     batch = train._global_batch(host, NamedSharding(mesh, P("data")))
     state = train.create_state(config, mesh)
     _, m_plain = plain(jax.tree.map(lambda x: x.copy(), state), batch)
