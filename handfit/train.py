@@ -333,7 +333,7 @@ def make_train_step(
     return _with_hand(fn, hand, mesh, out_specs=(P(), P()), donate_argnums=0)
 
 
-def _with_hand(fn, hand: mano.HandModel, mesh: Mesh, **jit_kw):
+def _with_hand(fn, hand: mano.HandModel, mesh: Mesh, *, out_specs, **jit_kw):
     """``fn(state, batch, hand=...)`` jitted over ``mesh`` and bound to ``hand``, which the
     program takes as an argument: as a constant its arrays would be 5x the program's size
     and slow its compilation."""
@@ -341,7 +341,7 @@ def _with_hand(fn, hand: mano.HandModel, mesh: Mesh, **jit_kw):
         lambda state, batch, hand: fn(state, batch, hand=hand),
         mesh=mesh,
         in_specs=(P(), P(AXIS), P()),
-        out_specs=jit_kw.pop("out_specs"),
+        out_specs=out_specs,
     )
     step = jax.jit(sharded, **jit_kw)
     hand = jax.device_put(hand, NamedSharding(mesh, P()))
