@@ -197,6 +197,11 @@ def get_config() -> ml_collections.ConfigDict:
     # Eq. 12's gate: mean 2D joint error, crop pixels (the paper's value was lost).
     config.loss.tau = 10.0
     config.loss.constant_shape_weight = False  # ablation: lambda_Sh = 1 for every example
+    # Not in the paper: the 2D terms (heat maps, keypoints, projection, refiner, Eq. 12's
+    # gate) also on joints the dataset labels in 3D but marks occluded, at their 3D joint
+    # projected with K. False (the paper, hand3d) trains 2D on the visible joints only, and
+    # f_M then starts from the CPM's untrained guesses for the occluded ones.
+    config.loss.supervise_occluded = False
     config.loss.use_2d_losses = True  # ablation: False drops Eqs. 2 and 3 (feature, heat maps)
     config.loss.mesh_iterations = "last"  # mesh terms (Eqs. 8, 9, Lap.) on the 'last' or 'all' p(t)
     config.loss.laplacian_mode = "delta"  # 'delta' (change from the template) or 'plain'
@@ -223,6 +228,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.eval_batches = 0  # full batches per validation (0: all of them)
     config.train.progress = True  # tqdm progress bar on the console
     config.train.distributed = False  # jax.distributed.initialize() first (several hosts)
+    # Not in the paper: teacher forcing of f_M. This share of each batch starts f_M (Eq. 5)
+    # from the true 2D joints (where visible) instead of the CPM's, falling linearly to 0 at
+    # teacher_until x steps. 0 reproduces the paper.
+    config.train.teacher_joints2d = 0.0
+    config.train.teacher_until = 0.5
 
     # --mode=hands: pose the hand model and write meshes and a preview picture.
     config.hands = ml_collections.ConfigDict()

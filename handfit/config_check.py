@@ -207,6 +207,7 @@ def _rules() -> dict[str, Rule]:
         "loss.tau": _above(0),
         "loss.constant_shape_weight": _BOOL,
         "loss.use_2d_losses": _BOOL,
+        "loss.supervise_occluded": _BOOL,
         "loss.mesh_iterations": _one_of(("last", "all")),
         "loss.laplacian_mode": _one_of(("delta", "plain")),
         "optim.learning_rate": _above(0),
@@ -226,6 +227,8 @@ def _rules() -> dict[str, Rule]:
         "train.eval_batches": _integer(0),
         "train.progress": _BOOL,
         "train.distributed": _BOOL,
+        "train.teacher_joints2d": _within(0, 1),
+        "train.teacher_until": _within(0, 1),
         "hands.num_random": _integer(0),
         "hands.mesh_format": _one_of(("obj", "ply", "glb", "stl")),
     }

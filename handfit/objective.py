@@ -14,7 +14,9 @@ the pipeline left them non-zero (it zeroes NaN ones).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +25,7 @@ import numpy as np
 from jax import lax
 
 from handfit import defaults, losses, mano, params, render
+from handfit.data import pipeline
 from handfit.models import dhpe
 
 LOSS, MODEL, DATA = defaults.section("loss"), defaults.section("model"), defaults.section("data")
@@ -31,8 +34,9 @@ LOSS, MODEL, DATA = defaults.section("loss"), defaults.section("model"), default
 @dataclasses.dataclass(frozen=True)
 class LossOptions:
     """The static choices of :func:`dhpe_loss`: ``config.loss``'s fields, ``use_refiner`` and
-    ``heatmap_form`` of ``config.model`` and ``crop_scale`` of ``config.data`` (Eq. 8's c over
-    the joints' box side); each default is configs/default.py's (``handfit.defaults``)."""
+    ``heatmap_form`` of ``config.model``, ``crop_scale`` (Eq. 8's c over the joints' box side)
+    and ``heatmap_sigma`` of ``config.data``; each default is configs/default.py's
+    (``handfit.defaults``)."""
 
     weights: tuple[tuple[str, float], ...] = tuple(losses.DEFAULT_WEIGHTS.items())
     tau: float = LOSS.tau
@@ -41,8 +45,10 @@ class LossOptions:
     use_refiner: bool = MODEL.use_refiner
     mesh_iterations: str = LOSS.mesh_iterations
     laplacian_mode: str = LOSS.laplacian_mode
+    supervise_occluded: bool = LOSS.supervise_occluded
     heatmap_form: str = MODEL.heatmap_form
     crop_scale: float = DATA.crop_scale
+    heatmap_sigma: float = DATA.heatmap_sigma
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> LossOptions:
@@ -119,6 +125,7 @@ def dhpe_loss(
             )
         masks = pool_masks(batch["mask"], silhouettes.silhouette.shape[-1])
     box = articulation_box(batch, options.crop_scale)
+    target = targets2d(batch, options)
     per_iter = [
         _mesh_terms(
             out,
@@ -128,6 +135,7 @@ def dhpe_loss(
             faces=faces,
             options=options,
             box=box,
+            target=target,
             masks=masks,
             silhouette=None if silhouettes is None else silhouettes.silhouette[t],
         )
@@ -135,12 +143,14 @@ def dhpe_loss(
     ]
     terms = {k: sum(d[k] for d, _ in per_iter) / len(per_iter) for k in per_iter[0][0]}
     if options.use_2d_losses:
-        terms |= _image_terms(out, batch, options=options, masked_features=masked_features)
+        terms |= _image_terms(
+            out, batch, options=options, target=target, masked_features=masked_features
+        )
     if options.use_refiner:
         terms["refiner"] = losses.refiner_loss(
             joints2d_iters=out.joints2d,
-            joints2d_true=batch["joints2d"],
-            visible=batch["visible"],
+            joints2d_true=target.joints2d,
+            visible=target.scored,
             crop_size=float(batch["image"].shape[1]),
         )
     total, logs = losses.total_loss(terms=terms, weights=dict(options.weights))
@@ -148,6 +158,42 @@ def dhpe_loss(
     overflow = 0 if silhouettes is None else jnp.max(silhouettes.overflow)
     logs["render_overflow"] = jnp.asarray(overflow, jnp.float32)
     return total, logs
+
+
+class Targets2D(NamedTuple):
+    """What the 2D terms compare with: joints2d [B, 21, 2] crop pixels (0 where not
+    ``scored``), scored [B, 21] bool, heatmaps [B, hs, hs, 21] (channels last)."""
+
+    joints2d: jax.Array
+    scored: jax.Array
+    heatmaps: jax.Array
+
+
+def targets2d(batch: Mapping[str, jax.Array], options: LossOptions) -> Targets2D:
+    """The 2D terms' targets: the pipeline's visible joints and their heat maps, or with
+    ``options.supervise_occluded`` also the labelled occluded joints that fall inside the crop,
+    at their 3D joint projected with the crop's K, with heat maps drawn for them
+    (``pipeline.heatmaps``)."""
+    maps = jnp.moveaxis(batch["heatmaps"], 1, -1)
+    visible = batch["visible"]
+    if not options.supervise_occluded:
+        return Targets2D(batch["joints2d"], visible, maps)
+    size = batch["image"].shape[1]
+    projected = render.project(batch["joints3d"], render.crop_camera(batch["K"], size))
+    # Occluded joints outside the crop are not scored: the maps do not reach them, and a crop
+    # around few visible joints can put the others thousands of pixels away.
+    inside = jnp.all((projected >= 0) & (projected <= size), axis=-1)
+    scored = visible | (_labelled3d(batch) & inside)
+    joints = jnp.where(visible[..., None], batch["joints2d"], projected)
+    joints = jnp.where(scored[..., None], joints, 0.0)
+    draw = functools.partial(
+        pipeline.heatmaps,
+        image_size=size,
+        heatmap_size=maps.shape[1],
+        sigma=options.heatmap_sigma,
+        xp=jnp,
+    )
+    return Targets2D(joints, scored, jnp.moveaxis(jax.vmap(draw)(joints, scored), 1, -1))
 
 
 def _labelled3d(batch: Mapping[str, jax.Array]) -> jax.Array:
@@ -178,6 +224,7 @@ def _mesh_terms(
     faces: np.ndarray,
     options: LossOptions,
     box: jax.Array,
+    target: Targets2D,
     silhouette: jax.Array | None,
     masks: jax.Array | None,
 ) -> tuple[dict[str, jax.Array], jax.Array]:
@@ -189,7 +236,6 @@ def _mesh_terms(
     times has_mask (1 x has_mask without a silhouette).
     """
     crop = float(batch["image"].shape[1])
-    visible = batch["visible"]
     has_mask = batch["has_mask"].astype(jnp.float32)
     joints3d = dict(
         joints3d_pred=out.joints3d[t],
@@ -212,8 +258,8 @@ def _mesh_terms(
         if not options.constant_shape_weight:
             gate = losses.shape_weight(
                 joints2d_pred=out.joints2d_proj[t],
-                joints2d_true=batch["joints2d"],
-                visible=visible,
+                joints2d_true=target.joints2d,
+                visible=target.scored,
                 tau=options.tau,
             )
         terms["shape"] = losses.shape_loss(
@@ -225,8 +271,8 @@ def _mesh_terms(
     if options.weight("projection") > 0:
         terms["projection"] = losses.joints2d_loss(
             joints2d_pred=out.joints2d_proj[t],
-            joints2d_true=batch["joints2d"],
-            visible=visible,
+            joints2d_true=target.joints2d,
+            visible=target.scored,
             crop_size=crop,
         )
     return terms, jnp.mean(gate * has_mask)
@@ -237,23 +283,21 @@ def _image_terms(
     batch: Mapping[str, jax.Array],
     *,
     options: LossOptions,
+    target: Targets2D,
     masked_features: jax.Array | None,
 ) -> dict[str, jax.Array]:
     """The 2D terms (``loss.use_2d_losses``): Eq. 3 heat maps (every CPM stage), the optional
     CPM keypoints, and Eq. 2 feature (with ``masked_features``)."""
-    visible = batch["visible"]
     terms = {
         "heatmap": losses.HEATMAP_FORMS[options.heatmap_form](
-            heatmaps=out.heatmaps,
-            targets=jnp.moveaxis(batch["heatmaps"], 1, -1),
-            visible=visible,
+            heatmaps=out.heatmaps, targets=target.heatmaps, visible=target.scored
         )
     }
     if options.weight("keypoints") > 0:
         terms["keypoints"] = losses.joints2d_loss(
             joints2d_pred=out.joints2d_cpm,
-            joints2d_true=batch["joints2d"],
-            visible=visible,
+            joints2d_true=target.joints2d,
+            visible=target.scored,
             crop_size=float(batch["image"].shape[1]),
         )
     if masked_features is not None:

@@ -141,16 +141,21 @@ def _init_fn(config_json: str):
 # The steps
 
 
-def _forward(model, variables, batch, hand, *, train, masked_pass, options, key=None):
+def _forward(model, variables, batch, hand, *, train, masked_pass, options, key=None, teacher=None):
     """The DHPE on the batch: ``(out, batch_stats updates, silhouettes, masked_features)``.
 
+    teacher: ``(joints2d [B, 21, 2], mask [B, 21])``: joints f_M starts from instead of the
+    CPM's where mask is True (``DHPE.__call__``'s teacher forcing); None: the CPM's.
     silhouettes: ``DHPE.silhouettes`` of the meshes the loss reads (every iteration's, or
     only the last one's with ``options.mesh_iterations='last'``; None at ``render_size`` 0);
     masked_features: f_F of the masked crops for Eq. 2 (None without ``masked_pass``).
     """
     kw = dict(mutable=["batch_stats"]) if train else {}
     rngs = {"dropout": key} if key is not None else None
-    result = model.apply(variables, batch["image"], batch["K"], hand, train=train, rngs=rngs, **kw)
+    teach = {} if teacher is None else dict(zip(("teacher_joints2d", "teacher_mask"), teacher))
+    result = model.apply(
+        variables, batch["image"], batch["K"], hand, train=train, rngs=rngs, **kw, **teach
+    )
     out, updates = result if train else (result, None)
     silhouettes = None
     if model.render_size:
@@ -203,12 +208,32 @@ def _augmented(state, batch, key, *, model, hand, config: augment.AugmentConfig)
     return augment.extend(batch, generated.batch)
 
 
+def teacher_fraction(step: jax.Array, start: float, until: int) -> jax.Array:
+    """The share of examples taught at ``step``: ``start`` falling linearly to 0 at ``until``."""
+    if until <= 0:
+        return jnp.zeros((), jnp.float32)
+    return start * jnp.clip(1.0 - step / until, 0.0, 1.0)
+
+
 def _train_step(
-    state, batch, *, model, tx, hand, faces, options, masked_pass, seed, augment_config=None
+    state,
+    batch,
+    *,
+    model,
+    tx,
+    hand,
+    faces,
+    options,
+    masked_pass,
+    seed,
+    augment_config=None,
+    teacher=(0.0, 0),
 ):
     """One update on this device's slice of the batch, inside ``shard_map`` (axis 'data').
 
     With ``augment_config`` the slice is first extended by generated examples (Sec. 3.5).
+    ``teacher``: (start, until) of :func:`teacher_fraction`; that share of the examples
+    starts f_M from their true 2D joints (``objective.targets2d``) rather than the CPM's.
     """
     # Per-step randomness (for stochastic layers and in-step augmentation), distinct per device.
     key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), state.step), 0)
@@ -217,6 +242,12 @@ def _train_step(
         batch = _augmented(
             state, batch, jax.random.fold_in(key, 1), model=model, hand=hand, config=augment_config
         )
+    taught = None
+    if teacher[0] > 0 and teacher[1] > 0:
+        share = teacher_fraction(state.step, *teacher)
+        target = objective.targets2d(batch, options)
+        chosen = jax.random.bernoulli(jax.random.fold_in(key, 2), share, target.scored.shape[:1])
+        taught = (target.joints2d, chosen[:, None] & target.scored)
 
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
@@ -229,6 +260,7 @@ def _train_step(
             masked_pass=masked_pass,
             options=options,
             key=key,
+            teacher=taught,
         )
         total, logs = objective.dhpe_loss(
             out=out,
@@ -255,6 +287,8 @@ def _train_step(
         "param_norm": optax.tree.norm(params),
         "update_norm": optax.tree.norm(updates),
     }
+    if taught is not None:
+        logs["teacher_fraction"] = share
     logs |= module_grad_norms(grads)
     new_state = state.replace(
         step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
@@ -328,6 +362,10 @@ def make_train_step(
         seed=int(config.seed),
         augment_config=(
             augment.AugmentConfig.from_config(config.augment, config.data) if augmented else None
+        ),
+        teacher=(
+            float(config.train.teacher_joints2d),
+            int(config.train.teacher_until * config.train.steps),
         ),
     )
     return _with_hand(fn, hand, mesh, out_specs=(P(), P()), donate_argnums=0)

@@ -134,6 +134,26 @@ def test_without_refiner_the_cpm_joints_are_used_throughout(run):
         np.testing.assert_array_equal(out.joints2d[t], out.joints2d_cpm)
 
 
+def test_teacher_joints_replace_the_cpm_joints_where_masked(run):
+    """Teacher forcing: f_M starts from the given joints where the mask says so and from
+    j2D(0) elsewhere; the CPM's own joints are reported unchanged."""
+    model = make(use_refiner=False)
+    kept = {k: v for k, v in run[1]["params"].items() if k != "pose_refiner"}
+    variables = {"params": kept, "batch_stats": run[1]["batch_stats"]}
+    _, _, images, K, _ = run
+    teacher = jnp.full((2, 21, 2), 20.0)
+    mask = jnp.zeros((2, 21), bool).at[0, :5].set(True)
+    apply = jax.jit(lambda v, x, k, **kw: model.apply(v, x, k, HAND, train=False, **kw))
+    plain = apply(variables, images, K)
+    taught = apply(variables, images, K, teacher_joints2d=teacher, teacher_mask=mask)
+    np.testing.assert_array_equal(taught.joints2d_cpm, plain.joints2d_cpm)
+    np.testing.assert_array_equal(taught.joints2d[-1, 0, :5], teacher[0, :5])
+    np.testing.assert_array_equal(taught.joints2d[-1, 0, 5:], plain.joints2d_cpm[0, 5:])
+    np.testing.assert_array_equal(taught.joints2d[-1, 1], plain.joints2d_cpm[1])
+    assert not np.allclose(taught.params[0, 0], plain.params[0, 0])  # f_M read them
+    np.testing.assert_allclose(taught.params[:, 1], plain.params[:, 1], atol=1e-6)
+
+
 def test_gradients_reach_every_network_but_f_h_only_from_its_own_joints(run):
     """The heads' outputs train f_F, f_M and f_R; f_H learns from its own j2D(0) (Eqs. 3 and
     the keypoints term), never through the heads, as with the paper's arg-max."""

@@ -131,16 +131,34 @@ def test_resume_from_checkpoint_ends_with_equal_parameters(config, records, unin
         assert [json.loads(line)["step"] for line in f] == [1, 2, 3, 4]
 
 
+def _logged(step, config, records, mesh, name, steps):
+    """``name``'s value after each of ``steps`` steps from a fresh state on one fixed batch."""
+    state = train.create_state(config, mesh)
+    _, batch = _batch(config, records, mesh)
+    values = []
+    for _ in range(steps):
+        state, metrics = step(state, batch)
+        values.append(float(metrics[name]))
+    return values
+
+
 def test_steps_reduce_the_loss_on_a_fixed_batch(config, records, uninterrupted):
     mesh = train.data_mesh()
     step, _ = train.compiled_steps(config, mesh)
-    state = train.create_state(config, mesh)
-    _, batch = _batch(config, records, mesh)
-    totals = []
-    for _ in range(4):
-        state, metrics = step(state, batch)
-        totals.append(float(metrics["total"]))
+    totals = _logged(step, config, records, mesh, "total", 4)
     assert totals[-1] < 0.9 * totals[0], totals
+
+
+def test_teacher_forcing_falls_to_zero_by_its_step_and_is_logged(config, records):
+    shares = [float(train.teacher_fraction(s, 0.8, 4)) for s in (0, 2, 4, 9)]
+    np.testing.assert_allclose(shares, [0.8, 0.4, 0, 0], rtol=1e-6)
+    assert float(train.teacher_fraction(0, 0.8, 0)) == 0.0
+    c = config.copy_and_resolve_references()
+    c.train.teacher_joints2d = 1.0
+    c.train.teacher_until = 0.5  # of train.steps = 4: taught at steps 0 and 1, then none
+    mesh = train.data_mesh()
+    step = train.make_train_step(c, mano.from_config(c), mesh)
+    assert _logged(step, c, records, mesh, "teacher_fraction", 3) == [1.0, 0.5, 0.0]
 
 
 def test_two_devices_give_the_one_device_step(config, records, uninterrupted):

@@ -143,7 +143,14 @@ class DHPE(nn.Module):
         return self.f_R(p, features, joints3d, joints2d)
 
     def __call__(
-        self, images: jax.Array, K: jax.Array, hand: mano.HandModel, *, train: bool
+        self,
+        images: jax.Array,
+        K: jax.Array,
+        hand: mano.HandModel,
+        *,
+        train: bool,
+        teacher_joints2d: jax.Array | None = None,
+        teacher_mask: jax.Array | None = None,
     ) -> DHPEOutput:
         """Runs the estimator.
 
@@ -152,6 +159,9 @@ class DHPE(nn.Module):
           K: [B, 3, 3] the crops' intrinsics (pixels of the S x S crop).
           hand: the hand model (a pytree; no trainable weights).
           train: batch statistics (and their update, with ``mutable=['batch_stats']``).
+          teacher_joints2d: [B, 21, 2] crop pixels; where ``teacher_mask [B, 21]`` is True
+            they replace j2D(0) as f_M's (and f_R's) input (training's teacher forcing,
+            ``config.train.teacher_joints2d``). ``joints2d_cpm`` stays the CPM's.
         Returns:
           :class:`DHPEOutput`.
         """
@@ -173,6 +183,8 @@ class DHPE(nn.Module):
         # The paper reads j2D(0) as an arg-max, through which no gradient flows: f_H learns
         # from its own losses, not from what the heads would like the joints to be.
         j2d = lax.stop_gradient(j2d_cpm)
+        if teacher_joints2d is not None:
+            j2d = jnp.where(teacher_mask[..., None], teacher_joints2d, j2d)
         p = params.MeshParams.initial(b, hand, images.dtype).to_vector()
         out = place(p, hand, K, float(s))
         steps = []
