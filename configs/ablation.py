@@ -1,7 +1,7 @@
 """The paper's ablations (its Fig. 5) and the augmentation study, as variants of a base config.
 
-    python main.py --config=configs/ablation.py:synthetic,refiner,quaternion --mode=train \
-        --workdir=runs/ablation/all
+    python main.py --config=configs/ablation.py:synthetic,refiner,quaternion,no_teacher,visible_2d \
+        --mode=train --workdir=runs/ablation/all
     python main.py --config=configs/ablation.py:synthetic --mode=train \
         --workdir=runs/ablation/no_refiner
     python main.py --config=configs/ablation.py:synthetic --mode=eval --workdir=runs/ablation \
@@ -19,9 +19,14 @@ SWITCH, each turning one part of the method off (or on):
   synthetic base has none, ``full`` has it);
 * ``constant_shape``: a constant shape weight instead of Eq. 12's hierarchical one;
 * ``quaternion`` / ``rotation_6d``: f_M regresses the paper's quaternion / the continuous
-  6D rotation (the synthetic base regresses the 6D form, ``full`` the quaternion).
+  6D rotation (the synthetic base regresses the 6D form, ``full`` the quaternion);
+* ``no_teacher``: f_M always starts from the CPM's joints (no teacher forcing;
+  ``train.teacher_joints2d``, on in the synthetic base);
+* ``visible_2d``: the 2D terms on the visible joints only, as the paper
+  (``loss.supervise_occluded``, on in the synthetic base).
 
-The paper's full method on the synthetic hands is ``synthetic,refiner,quaternion``.
+The paper's full method on the synthetic hands is
+``synthetic,refiner,quaternion,no_teacher,visible_2d``.
 """
 
 import ml_collections
@@ -62,6 +67,8 @@ SWITCHES = {
     "constant_shape": _set("loss.constant_shape_weight", True),
     "quaternion": _set("model.rotation_form", "quaternion"),
     "rotation_6d": _set("model.rotation_form", "6d"),
+    "no_teacher": _set("train.teacher_joints2d", 0.0),
+    "visible_2d": _set("loss.supervise_occluded", False),
 }
 
 

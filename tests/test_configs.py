@@ -29,6 +29,8 @@ def test_ablation_switches_change_only_their_field():
         "constant_shape": ("loss", "constant_shape_weight", True),
         "quaternion": ("model", "rotation_form", "quaternion"),
         "rotation_6d": ("model", "rotation_form", "6d"),
+        "no_teacher": ("train", "teacher_joints2d", 0.0),
+        "visible_2d": ("loss", "supervise_occluded", False),
     }
     assert set(expected) == set(ablation.SWITCHES)
     for name, (section, field, value) in expected.items():
