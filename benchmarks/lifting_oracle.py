@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from handfit import checkpoint, evaluate, mano, render  # noqa: E402
+from handfit import checkpoint, evaluate, mano, objective  # noqa: E402
 from handfit.data import builders, pipeline  # noqa: E402
 from handfit.models import dhpe  # noqa: E402
 
@@ -54,6 +54,7 @@ def main() -> None:
     batches = list(
         pipeline.dataset(source, batch_size=16, train=False, **pipeline.options(config.data))
     )
+    hidden = objective.LossOptions(supervise_occluded=True)
     inputs = {"CPM j2D(0) (baseline)": None, "true where visible": "visible", "true": "all"}
     noises = [0.0] + [float(n) for n in args.noise_px.split(",") if n]
     rng = np.random.default_rng(0)
@@ -67,11 +68,11 @@ def main() -> None:
             )
             errors = []
             for b in batches:
-                camera = render.crop_camera(jnp.asarray(b["K"]), b["image"].shape[1])
-                true = np.asarray(render.project(jnp.asarray(b["joints3d"]), camera))
-                true = np.where(b["visible"][..., None], b["joints2d"], true)
+                # the true joints: visible ones as labelled, hidden ones inside the crop projected
+                target = objective.targets2d({k: jnp.asarray(v) for k, v in b.items()}, hidden)
+                true = np.asarray(target.joints2d)
                 true = true + rng.normal(0.0, noise / np.sqrt(2.0), true.shape)
-                taught = np.any(b["joints3d"] != 0, -1) & (which is not None)  # labelled
+                taught = np.asarray(target.scored) & (which is not None)
                 if which == "visible":
                     taught &= b["visible"]
                 joints3d, cpm = predict(b["image"], b["K"], jnp.asarray(true, jnp.float32), taught)

@@ -66,7 +66,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.weights.aligned_articulation = 1.0
     # 42 % of the synthetic joints are hidden by the hand itself. Eq. 3 trained on the visible
     # ones only left the CPM guessing the others, and f_M starting from those guesses; with
-    # true 2D joints everywhere the trained f_M would score a 3D AUC of 0.54 against 0.48
+    # true 2D joints everywhere the trained f_M would score a 3D AUC of 0.53 against 0.48
     # with the visible ones only (README, "What was wrong").
     config.loss.supervise_occluded = True
     # f_M learnt to distrust j2D(0) while the CPM was still poor: fed the true 2D joints it

@@ -94,6 +94,7 @@ def dhpe_loss(
     options: LossOptions,
     silhouettes: render.SoftSilhouette | None = None,
     masked_features: jax.Array | None = None,
+    target: Targets2D | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Eq. 7 over one batch: the weighted sum and every term (unweighted) for logging.
 
@@ -110,6 +111,7 @@ def dhpe_loss(
         enough with ``options.mesh_iterations='last'``): silhouette [T, B, R, R] and
         overflow [T, B] (None: no shape term, Eq. 9).
       masked_features: [B, D] f_F(x * s*) for Eq. 2 (None: no feature term).
+      target: :func:`targets2d` of ``batch`` when the caller has it (None: computed here).
     Returns:
       ``(total, logs)``: logs has each term, 'total', 'shape_gate' (fraction of examples
       whose Eq. 12 gate is open, times has_mask) and 'render_overflow' (max over the batch).
@@ -125,7 +127,7 @@ def dhpe_loss(
             )
         masks = pool_masks(batch["mask"], silhouettes.silhouette.shape[-1])
     box = articulation_box(batch, options.crop_scale)
-    target = targets2d(batch, options)
+    target = targets2d(batch, options) if target is None else target
     per_iter = [
         _mesh_terms(
             out,

@@ -242,10 +242,10 @@ def _train_step(
         batch = _augmented(
             state, batch, jax.random.fold_in(key, 1), model=model, hand=hand, config=augment_config
         )
+    target = objective.targets2d(batch, options)
     taught = None
     if teacher[0] > 0 and teacher[1] > 0:
         share = teacher_fraction(state.step, *teacher)
-        target = objective.targets2d(batch, options)
         chosen = jax.random.bernoulli(jax.random.fold_in(key, 2), share, target.scored.shape[:1])
         taught = (target.joints2d, chosen[:, None] & target.scored)
 
@@ -270,6 +270,7 @@ def _train_step(
             options=options,
             silhouettes=silhouettes,
             masked_features=masked,
+            target=target,
         )
         return total, (logs, updates["batch_stats"])
 
