@@ -130,7 +130,7 @@ def speed(model, quick: bool) -> list[str]:
         ev = refine.Evidence(j2d, jnp.ones((batch, 21)), masks if sil else None)
         cfg = refine.RefineConfig(render_size=res_px, silhouette_weight=sil)
         base = jnp.asarray(params.BASE_TRANSLATION)  # refine.refine's default base point
-        budget = refine._auto_budget(start, model, camera, base, cfg)
+        budget = refine.auto_budget(start, model, camera, base, cfg)
         reps = 2 if quick or batch > 1 else 5
         args = (start, ev, model, camera)
         fused = median_seconds(refine.refine, *args, cfg, repeats=reps, min_seconds=0.0)

@@ -381,7 +381,7 @@ def refine(
     args = (params, evidence, model, camera, base, images, f_r, f_f)
     if params.pose.shape[0] == 0:
         return _empty_result(run, args)
-    budget = cfg.budget or _auto_budget(params, model, camera, base, cfg)
+    budget = cfg.budget or auto_budget(params, model, camera, base, cfg)
     return run(*args, budget=budget)
 
 
@@ -416,14 +416,16 @@ def _as_pytree(hook: Callable | None) -> jax.tree_util.Partial | None:
     return jax.tree_util.Partial(hook)
 
 
-def _auto_budget(
+def auto_budget(
     p: MeshParams, model: mano.HandModel, camera: Camera, base: jax.Array, cfg: RefineConfig
 ) -> int:
-    """The start mesh's (face, window) pairs times ``budget_margin``, rounded up to 512.
+    """The renderer's budget :func:`refine` uses when ``cfg.budget`` is 0: the start mesh's
+    (face, window) pairs times ``budget_margin``, rounded up to 512.
 
-    0 when the silhouette term is off. Falls back to ``render.soft.default_budget`` (enough
-    for a hand filling the image) when the inputs are traced. Starts whose need rounds to
-    another multiple compile again.
+    ``p`` [B] start parameters, ``camera`` the image's (or a batch of B), ``base`` [3] or
+    [B, 3] the base points of ``p``'s translation. 0 when the silhouette term is off. Falls
+    back to ``render.soft.default_budget`` (enough for a hand filling the image) when the
+    inputs are traced. Starts whose need rounds to another multiple compile again.
     """
     if cfg.silhouette_weight <= 0:
         return 0

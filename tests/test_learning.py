@@ -14,7 +14,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from configs import tiny
-from handfit import train
+from handfit import objective, train
 from handfit.data import pipeline, synthetic
 
 # 300: at 200 the keypoints and heat maps ended within float round-off of their bounds (a
@@ -94,16 +94,28 @@ def curves():
 @pytest.fixture(scope="module")
 def logit_curves():
     """The synthetic default's choices: logit heat maps, the 6D rotation, rotation-aligned
-    Eq. 8, pose prior."""
-    curves, host = _train(
+    Eq. 8, pose prior, teacher forcing of f_M for the first half and the hidden joints' 2D
+    supervision."""
+    overrides = dict(
         model__heatmap_form="logits",
         model__rotation_form="6d",
         loss__weights__heatmap=1.0,
         loss__weights__aligned_articulation=1.0,
         loss__weights__pose_prior=1.0,
+        loss__supervise_occluded=True,
+        train__teacher_joints2d=1.0,
+        train__teacher_until=0.5,
     )
-    # the cross-entropy's floor: each visible target's entropy, summed over the stages
-    targets = host["heatmaps"][host["visible"]]  # [N, hs, hs]
+    curves, host = _train(**overrides)
+    config = tiny.get_config()
+    config.loss.supervise_occluded = True
+    target = objective.targets2d(host, objective.LossOptions.from_config(config))
+    # the hidden joints inside the crop are scored too: the batch has some
+    assert (np.asarray(target.scored) & ~host["visible"]).any()
+    assert curves["teacher_fraction"][0] == 1.0 and curves["teacher_fraction"][-1] == 0.0
+    # the cross-entropy's floor: each scored target's entropy, summed over the stages
+    maps = np.moveaxis(np.asarray(target.heatmaps), -1, 1)  # [B, 21, hs, hs]
+    targets = maps[np.asarray(target.scored)]  # [N, hs, hs]
     prob = targets / targets.sum((1, 2), keepdims=True)
     entropy = -np.sum(prob * np.log(np.maximum(prob, 1e-30)), axis=(1, 2)).mean()
     curves["floor"] = tiny.get_config().model.cpm_stages * entropy
