@@ -22,6 +22,7 @@ from typing import Any
 
 import ml_collections
 
+from handfit import defaults
 from handfit.errors import UserError
 
 CONFIG_FILE = "config.json"
@@ -250,6 +251,16 @@ def _get(config: Mapping, path: str):
     return node
 
 
+def _trained(saved_config: Mapping, path: str):
+    """The value at ``path`` a workdir's model was trained with: its ``config.json``'s, or
+    for a field added after it was written, ``configs/default.py``'s (a new field's default
+    is the behaviour from before it existed); ``_MISSING`` for neither."""
+    value = _get(saved_config, path)
+    if value is _MISSING and path.startswith("model."):
+        value = _get(defaults.config(), path)
+    return value
+
+
 def _bad(path: str, value, expected: str) -> ConfigError:
     return ConfigError(f"config.{path}={value!r}; expected {expected}")
 
@@ -322,7 +333,7 @@ def with_trained_model(config: ml_collections.ConfigDict, workdir: str | os.Path
         return config
     out = config.copy_and_resolve_references()
     for path, norm in MODEL_FIELDS.items():
-        value = _get(old, path)
+        value = _trained(old, path)
         if value is not _MISSING and not path.startswith("hand."):
             section, field = path.split(".")
             out[section][field] = norm(value)
@@ -393,7 +404,7 @@ def check_workdir(
     new = _plain(config)
     differ = []
     for path, norm in fields.items():
-        a, b = _get(old, path), _get(new, path)
+        a, b = _trained(old, path), _get(new, path)
         if a is _MISSING or b is _MISSING:
             continue
         if norm(a) != norm(b):

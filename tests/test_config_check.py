@@ -97,6 +97,23 @@ def test_workdir_check_names_the_differing_model_fields(tmp_path):
     config_check.check_workdir(config, tmp_path / "fresh")  # no config.json: nothing to check
 
 
+def test_a_model_field_added_later_reads_as_its_default_in_older_workdirs(tmp_path):
+    """A workdir written before ``model.rotation_form`` existed trained f_M on quaternions
+    (the default's): an evaluation with '6d' is refused by name (not a shape error at restore),
+    and a comparison builds that workdir's model with quaternions."""
+    old = tiny.get_config().to_dict()
+    del old["model"]["rotation_form"]
+    with open(config_check.config_path(tmp_path), "w") as f:
+        json.dump(old, f)
+    config = tiny.get_config()
+    config.model.rotation_form = "6d"
+    with pytest.raises(config_check.ConfigError, match="rotation_form 'quaternion' -> '6d'"):
+        config_check.check_workdir(config, tmp_path)
+    assert config_check.with_trained_model(config, tmp_path).model.rotation_form == "quaternion"
+    config.model.rotation_form = "quaternion"
+    config_check.check_workdir(config, tmp_path)
+
+
 def test_record_keeps_the_config_that_trained_the_earlier_steps(tmp_path):
     first = tiny.get_config()
     assert config_check.record(first, tmp_path, 0) == {}
