@@ -2,6 +2,7 @@
 and the input pipeline's rate against what the step consumes.
 
     python benchmarks/train_bench.py [--quick] [--full-batch 2] [--steps 5]
+    python benchmarks/train_bench.py --parts [--steps 40]
 
 * Step time: the compiled ``handfit.train`` step (forward, backward, Adam) on every
   device there is, median over ``--steps`` steps after a warm-up (compile) step.
@@ -11,6 +12,9 @@ and the input pipeline's rate against what the step consumes.
   and a feature loss and the same optimiser, timed in the same run; the share of the
   full step spent elsewhere (MANO, the renderer, the dense heads, the losses) is
   ``1 - backbones / step``. Target <= 30 %.
+* ``--parts``: the synthetic step with one part of it switched off (the silhouettes, the 2D
+  losses, one of the two iterations) or at twice the batch, each as a ratio to the whole
+  step timed in the same run: where the step's time goes.
 * Input: examples per second of ``handfit.data.pipeline.dataset`` (crop, heat maps,
   augmentation, PNG decoding of the records, in this process: ``workers=0``) against
   the examples per second the step consumes (batch / step time). Target >= 2x. The
@@ -137,14 +141,52 @@ def _pipeline_rate(source, config, batch, batches):
     return batches * batch / (time.perf_counter() - t0)
 
 
+# The synthetic step with one part switched off (or doubled): config field -> value.
+PARTS = {
+    "the whole step (baseline)": {},
+    "no silhouettes (model.render_size=0)": {"model.render_size": 0},
+    "no 2D losses (loss.use_2d_losses=False)": {"loss.use_2d_losses": False},
+    "one iteration (model.iterations=1)": {"model.iterations": 1},
+    "batch 32 (train.batch_size=32)": {"train.batch_size": 32},
+}
+
+
+def _parts(mesh, steps: int) -> list[str]:
+    """Table rows: the synthetic step's median time with each of PARTS, and its ratio."""
+    spec = synthetic.SyntheticSpec(num_train=64, image_size=64)
+    source = PngSource(synthetic.generate(spec, "train", 0, spec.num_train))
+    rows, base = [], None
+    for name, fields in PARTS.items():
+        config = importlib.import_module("configs.synthetic").get_config()
+        for path, value in fields.items():
+            section, field = path.split(".")
+            config[section][field] = value
+        b = config.train.batch_size
+        step, _ = train.compiled_steps(config, mesh)
+        state = train.create_state(config, mesh)
+        options = pipeline.options(config.data)
+        host = next(iter(pipeline.dataset(source, batch_size=b, train=True, **options)))
+        batch = train._global_batch(host, jax.sharding.NamedSharding(mesh, train.P(train.AXIS)))
+        t = _time_steps(step, state, batch, steps)
+        base = base or t
+        rows.append(f"| {name} | {b} | {t * 1e3:.1f} | {t / base:.2f} |")
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and batches")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--full-batch", type=int, default=2)
     parser.add_argument("--configs", default="tiny,synthetic,full")
+    parser.add_argument("--parts", action="store_true", help="where the synthetic step's time goes")
     args = parser.parse_args()
     steps = 2 if args.quick else args.steps
+    if args.parts:
+        print(f"\ndevice: {device_name()}; median of {steps} steps after a warm-up step\n")
+        print("| synthetic step | batch | ms | / whole step |\n|---|---:|---:|---:|")
+        print("\n".join(_parts(train.data_mesh(), steps)))
+        return
     spec = synthetic.SyntheticSpec(num_train=32, image_size=128)
     source = PngSource(synthetic.generate(spec, "train", 0, spec.num_train))
 
