@@ -1,6 +1,6 @@
 """The paper's ablations (its Fig. 5) and the augmentation study, as variants of a base config.
 
-    python main.py --config=configs/ablation.py:synthetic,refiner,quaternion,no_teacher,visible_2d \
+    python main.py --config=configs/ablation.py:synthetic,refiner,quaternion,no_teacher,visible_2d,feature \
         --mode=train --workdir=runs/ablation/all
     python main.py --config=configs/ablation.py:synthetic --mode=train \
         --workdir=runs/ablation/no_refiner
@@ -23,10 +23,12 @@ SWITCH, each turning one part of the method off (or on):
 * ``no_teacher``: f_M always starts from the CPM's joints (no teacher forcing;
   ``train.teacher_joints2d``, on in the synthetic base);
 * ``visible_2d``: the 2D terms on the visible joints only, as the paper
-  (``loss.supervise_occluded``, on in the synthetic base).
+  (``loss.supervise_occluded``, on in the synthetic base);
+* ``feature``: Eq. 2's feature loss at the paper's weight 1 (``loss.weights.feature``; off
+  in the synthetic base, on in ``full``).
 
 The paper's full method on the synthetic hands is
-``synthetic,refiner,quaternion,no_teacher,visible_2d``.
+``synthetic,refiner,quaternion,no_teacher,visible_2d,feature``.
 """
 
 import ml_collections
@@ -51,8 +53,11 @@ BASES = {"full": full.get_config, "synthetic": synthetic.get_config, "narrow": _
 
 def _set(path: str, value):
     def switch(config):
-        section, field = path.split(".")
-        config[section][field] = value
+        *sections, field = path.split(".")
+        node = config
+        for section in sections:
+            node = node[section]
+        node[field] = value
 
     return switch
 
@@ -69,6 +74,7 @@ SWITCHES = {
     "rotation_6d": _set("model.rotation_form", "6d"),
     "no_teacher": _set("train.teacher_joints2d", 0.0),
     "visible_2d": _set("loss.supervise_occluded", False),
+    "feature": _set("loss.weights.feature", 1.0),
 }
 
 

@@ -31,12 +31,16 @@ def test_ablation_switches_change_only_their_field():
         "rotation_6d": ("model", "rotation_form", "6d"),
         "no_teacher": ("train", "teacher_joints2d", 0.0),
         "visible_2d": ("loss", "supervise_occluded", False),
+        "feature": ("loss.weights", "feature", 1.0),
     }
     assert set(expected) == set(ablation.SWITCHES)
     for name, (section, field, value) in expected.items():
         config = ablation.get_config(f"synthetic,{name}")
-        assert config[section][field] == value, name
-        config[section][field] = base[section][field]
+        node, base_node = config, base
+        for part in section.split("."):
+            node, base_node = node[part], base_node[part]
+        assert node[field] == value, name
+        node[field] = base_node[field]
         assert config.to_dict() == base.to_dict(), name
     both = ablation.get_config("full, no_refiner, no_2d")
     assert not both.model.use_refiner and not both.loss.use_2d_losses
