@@ -1,7 +1,7 @@
 """The paper's ablations (its Fig. 5) and the augmentation study, as variants of a base config.
 
-    python main.py --config=configs/ablation.py:synthetic,refiner,quaternion,no_teacher,visible_2d,feature \
-        --mode=train --workdir=runs/ablation/all
+    python main.py --mode=train --workdir=runs/ablation/all \
+        --config=configs/ablation.py:synthetic,refiner,quaternion,no_teacher,visible_2d,feature
     python main.py --config=configs/ablation.py:synthetic --mode=train \
         --workdir=runs/ablation/no_refiner
     python main.py --config=configs/ablation.py:synthetic --mode=eval --workdir=runs/ablation \
