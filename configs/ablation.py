@@ -52,12 +52,10 @@ BASES = {"full": full.get_config, "synthetic": synthetic.get_config, "narrow": _
 
 
 def _set(path: str, value):
+    section, field = path.rsplit(".", 1)
+
     def switch(config):
-        *sections, field = path.split(".")
-        node = config
-        for section in sections:
-            node = node[section]
-        node[field] = value
+        config[section][field] = value  # ConfigDict reads dotted paths
 
     return switch
 

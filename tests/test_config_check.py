@@ -53,9 +53,7 @@ def test_every_shipped_config_is_valid(config):
 def test_a_field_out_of_range_is_named(field, value, expected):
     config = tiny.get_config()
     section, _, name = field.rpartition(".")
-    node = config
-    for part in filter(None, section.split(".")):
-        node = node[part]
+    node = config[section] if section else config  # ConfigDict reads dotted paths
     with config.unlocked():
         node[name] = value
     message = rf"^config\.{field}=.*; expected {expected}"

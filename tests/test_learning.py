@@ -60,11 +60,8 @@ def _train(**overrides) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     config.optim.end_factor = 1.0  # a constant rate: the cosine would end the run early
     config.train.steps = STEPS
     for key, value in overrides.items():
-        *sections, field = key.split("__")
-        node = config
-        for section in sections:
-            node = node[section]
-        node[field] = value
+        section, field = key.replace("__", ".").rsplit(".", 1)
+        config[section][field] = value  # ConfigDict reads dotted paths
     spec = synthetic.SyntheticSpec(num_train=8, num_test=0, image_size=32, occluder_prob=0.0)
     records = synthetic.generate(spec, "train", 0, 8)
     opts = pipeline.options(config.data)
