@@ -151,6 +151,17 @@ PARTS = {
 }
 
 
+def _step_time(config, mesh, source, steps: int):
+    """(median seconds of ``config``'s compiled training step, the global batch it ran on)."""
+    b = config.train.batch_size
+    step, _ = train.compiled_steps(config, mesh)
+    state = train.create_state(config, mesh)
+    options = pipeline.options(config.data)
+    host = next(iter(pipeline.dataset(source, batch_size=b, train=True, **options)))
+    batch = train._global_batch(host, jax.sharding.NamedSharding(mesh, train.P(train.AXIS)))
+    return _time_steps(step, state, batch, steps), batch
+
+
 def _parts(mesh, steps: int) -> list[str]:
     """Table rows: the synthetic step's median time with each of PARTS, and its ratio."""
     spec = synthetic.SyntheticSpec(num_train=64, image_size=64)
@@ -161,15 +172,9 @@ def _parts(mesh, steps: int) -> list[str]:
         for path, value in fields.items():
             section, field = path.split(".")
             config[section][field] = value
-        b = config.train.batch_size
-        step, _ = train.compiled_steps(config, mesh)
-        state = train.create_state(config, mesh)
-        options = pipeline.options(config.data)
-        host = next(iter(pipeline.dataset(source, batch_size=b, train=True, **options)))
-        batch = train._global_batch(host, jax.sharding.NamedSharding(mesh, train.P(train.AXIS)))
-        t = _time_steps(step, state, batch, steps)
+        t, _ = _step_time(config, mesh, source, steps)
         base = base or t
-        rows.append(f"| {name} | {b} | {t * 1e3:.1f} | {t / base:.2f} |")
+        rows.append(f"| {name} | {config.train.batch_size} | {t * 1e3:.1f} | {t / base:.2f} |")
     return rows
 
 
@@ -198,12 +203,7 @@ def main():
             config.train.batch_size = args.full_batch
         b = -(-config.train.batch_size // n) * n
         config.train.batch_size = b
-        step, _ = train.compiled_steps(config, mesh)
-        state = train.create_state(config, mesh)
-        options = pipeline.options(config.data)
-        host = next(iter(pipeline.dataset(source, batch_size=b, train=True, **options)))
-        batch = train._global_batch(host, jax.sharding.NamedSharding(mesh, train.P(train.AXIS)))
-        t_step = _time_steps(step, state, batch, steps)
+        t_step, batch = _step_time(config, mesh, source, steps)
         outside = ""
         if name == "full" or not args.quick:
             bb_step, bb_state = _backbone_step(config)
