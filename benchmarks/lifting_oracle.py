@@ -6,7 +6,9 @@ Runs a trained workdir's network on its synthetic test split with j2D(0), the 2D
 f_M starts from, taken from: the CPM (the baseline, what ``--mode=eval`` scores); the
 true joints where visible and the CPM's elsewhere; the true joints everywhere; and each
 of these with Gaussian noise of the given size. Prints the 3D AUC (20-50 mm, the
-config's protocol) and median rotation error of each, and the CPM's 2D error on the
+config's protocol), the Procrustes-aligned mean error (PA-MPJPE, the articulation; like
+the AUC over the visible joints, while ``--mode=eval``'s is over all 21) and the median
+rotation error of each, and the CPM's 2D error on the
 visible joints. A network whose scores barely move with true joints is not using them;
 one whose scores jump is held back by its 2D evidence.
 """
@@ -59,12 +61,13 @@ def main() -> None:
     noises = [0.0] + [float(n) for n in args.noise_px.split(",") if n]
     rng = np.random.default_rng(0)
     print(f"{args.workdir}, step {step}, {args.dataset}: f_M started from")
-    print("| 2D joints | noise px | 3D AUC | rotation ° median |")
-    print("|---|---:|---:|---:|")
+    print("| 2D joints | noise px | 3D AUC | PA-MPJPE mm (visible) | rotation ° median |")
+    print("|---|---:|---:|---:|---:|")
     for name, which in inputs.items():
         for noise in noises if which else [0.0]:
-            score = evaluate.Pose3DScore(
-                args.dataset, protocol=config.eval.protocol, steps=config.eval.pck_steps
+            score, aligned = (
+                evaluate.Pose3DScore(args.dataset, protocol=p, steps=config.eval.pck_steps)
+                for p in (config.eval.protocol, "procrustes")
             )
             errors = []
             for b in batches:
@@ -76,13 +79,14 @@ def main() -> None:
                 if which == "visible":
                     taught &= b["visible"]
                 joints3d, cpm = predict(b["image"], b["K"], jnp.asarray(true, jnp.float32), taught)
-                score.add(np.asarray(joints3d), b["joints3d"], b["visible"])
+                for s in (score, aligned):
+                    s.add(np.asarray(joints3d), b["joints3d"], b["visible"])
                 errors.append(
                     np.linalg.norm(np.asarray(cpm) - b["joints2d"], axis=-1)[b["visible"]]
                 )
-            r = score.result()
+            r, pa = score.result(), aligned.result()["epe_mean_mm"]
             rotation = r["rotation_error"]["median_deg"]
-            print(f"| {name} | {noise:g} | {r['auc']:.3f} | {rotation:.1f} |")
+            print(f"| {name} | {noise:g} | {r['auc']:.3f} | {pa:.1f} | {rotation:.1f} |")
     error = np.median(np.concatenate(errors))
     print(f"The CPM's 2D joints: median error {error:.2f} px on the visible joints.")
 
