@@ -71,6 +71,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Hidden ReLU widths of f_M and f_R; () is the paper's single dense layer.
     config.model.mesh_hidden = ()
     config.model.refiner_hidden = ()
+    # f_M reads the image feature f through Dense(this) + LayerNorm (0: f itself, the paper).
+    config.model.mesh_feature_width = 0
     # How f_M codes the rotation it updates (Eq. 5): 'quaternion' (the paper's 4 numbers) or
     # '6d' (two columns of R, continuous over all rotations; learns far faster).
     config.model.rotation_form = "quaternion"

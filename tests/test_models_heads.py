@@ -129,3 +129,22 @@ def test_documented_loop_with_the_hand_model():
     for p, j2d in outs:
         assert p.shape == (B, 63) and j2d.shape == (B, 21, 2)
         assert np.all(np.isfinite(p)) and np.all(np.isfinite(j2d))
+
+
+def test_mesh_regressor_feature_width_reads_f_through_a_normalised_projection():
+    """feature_width=k: the head sees k normalised numbers for f, whatever f's size and scale."""
+    features, joints2d = _inputs(3)
+    p = params.MeshParams.initial(B, mano.open_hand()).to_vector()
+    f_m = heads.MeshRegressor(feature_width=8, hidden=(32,))
+    v = f_m.init(jax.random.PRNGKey(0), features, joints2d, p)
+    assert v["params"]["feature_proj"]["kernel"].shape == (D, 8)
+    assert v["params"]["hidden0"]["kernel"].shape == (8 + 42 + 63, 32)
+    # With the projection's bias at 0 (its initial value) f and 10 f give the same step...
+    np.testing.assert_allclose(
+        f_m.apply(v, features, joints2d, p), f_m.apply(v, 10 * features, joints2d, p), atol=1e-5
+    )
+    # ...and f still moves it, and gets a gradient for the backbone.
+    step = lambda f: jnp.sum(f_m.apply(v, f, joints2d, p) ** 2)  # noqa: E731
+    swapped = f_m.apply(v, features[::-1], joints2d, p)
+    assert np.abs(swapped - f_m.apply(v, features, joints2d, p)).max() > 0
+    assert np.abs(jax.grad(step)(features)).max() > 0

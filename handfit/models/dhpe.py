@@ -94,6 +94,7 @@ class DHPE(nn.Module):
       mesh_hidden, refiner_hidden: hidden ReLU widths of f_M and f_R (() : the paper's one layer).
       rotation_form: how f_M codes the rotation it updates ('quaternion', the paper, or
         '6d'; ``params.regression_vector``).
+      mesh_feature_width: f_M's ``feature_width`` (0: it reads f itself, as in the paper).
 
     Each default named in ``config.model`` (and ``crop_size``, ``data.image_size``) is
     configs/default.py's (``handfit.defaults``).
@@ -114,6 +115,7 @@ class DHPE(nn.Module):
     mesh_hidden: tuple[int, ...] = MODEL.mesh_hidden
     refiner_hidden: tuple[int, ...] = MODEL.refiner_hidden
     rotation_form: str = MODEL.rotation_form
+    mesh_feature_width: int = MODEL.mesh_feature_width
 
     def setup(self):
         size = float(self.crop_size)
@@ -123,6 +125,7 @@ class DHPE(nn.Module):
             crop_size=size,
             hidden=self.mesh_hidden,
             rotation_form=self.rotation_form,
+            feature_width=self.mesh_feature_width,
             name="mesh_regressor",
         )
         if self.use_refiner:

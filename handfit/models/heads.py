@@ -76,12 +76,15 @@ class MeshRegressor(nn.Module):
       init_scale: the kernel's scale relative to LeCun-normal; small so p(1) ~ p(0).
       hidden: widths of ReLU layers before the output layer; () is the paper's one layer.
       rotation_form: 'quaternion' or '6d' (``params.ROTATION_FORMS``).
+      feature_width: > 0 reads f through ``LayerNorm(Dense(feature_width)(f))`` (not in the
+        paper); 0 reads f itself.
     """
 
     crop_size: float = 224.0
     init_scale: float = 1e-3
     hidden: Sequence[int] = ()
     rotation_form: str = "quaternion"
+    feature_width: int = 0
 
     @nn.compact
     def __call__(
@@ -95,9 +98,12 @@ class MeshRegressor(nn.Module):
           params: [B, 63] current parameters p(t) (``MeshParams.to_vector()``).
         Returns:
           [B, 63] p(t+1). The Dense layer's input has D + 42 + 63 entries (2153 for
-          ResNet-50; 65 instead of 63 for '6d').
+          ResNet-50; 65 instead of 63 for '6d'; ``feature_width`` instead of D if > 0).
         """
         batch = features.shape[0]
+        if self.feature_width:
+            features = nn.Dense(self.feature_width, name="feature_proj")(features)
+            features = nn.LayerNorm(name="feature_norm")(features)
         j2d = normalize_joints2d(joints2d, self.crop_size).reshape(batch, -1)
         current = params_lib.MeshParams.from_vector(params)
         code = params_lib.regression_vector(current, self.rotation_form).astype(params.dtype)
