@@ -94,6 +94,10 @@ def get_config() -> ml_collections.ConfigDict:
     # --mode=eval: re-estimate the 2D joints with the network's f_R at every step (Eq. 13);
     # False fits to the network's final j2D(T) instead (steadier with a weakly trained f_R).
     config.refine.reestimate_joints2d = True
+    # --mode=eval: > 0 weighs each joint's 2D term by how sharp the CPM's map is, w = h^2 /
+    # (h^2 + spread^2), h this fraction of the crop side (handfit.refine.spread_weights);
+    # 0 weighs every joint 1 (the paper).
+    config.refine.joints2d_half_weight_spread = 0.0
     config.refine.input = ""  # --mode=refine: a folder of images with 2D-keypoint JSONs
     # The fields below are handfit.refine.RefineConfig's; see its docstring for the loss.
     config.refine.optimizer = "adam"  # 'adam' or 'sgd' (the paper's plain gradient descent)
@@ -110,6 +114,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.refine.silhouette_target = "auto"
     config.refine.shape_prior_weight = 1e-5  # ||beta||^2
     config.refine.pose_prior_weight = 1e-3  # squared joint-limit violations (open hand model)
+    config.refine.pose_anchor_weight = 0.0  # ||pose - the start's pose||^2, radians^2
     config.refine.laplacian_weight = 0.0  # losses.laplacian_loss of the refined mesh
     config.refine.laplacian_mode = "delta"
     config.refine.freeze = ()  # groups kept fixed, e.g. ('scale', 'trans')

@@ -177,9 +177,20 @@ def _render(vertices, joints, camera: render.Camera, faces) -> dict[str, jax.Arr
 
 
 def _predict(
-    variables, images, K, *, model: dhpe.DHPE, hand: mano.HandModel, refine_config, reestimate
+    variables,
+    images,
+    K,
+    *,
+    model: dhpe.DHPE,
+    hand: mano.HandModel,
+    refine_config,
+    reestimate,
+    half_weight_spread=0.0,
 ):
-    """``[B, S, S, 3], [B, 3, 3]`` -> ({variant: scored arrays}, {name: [B, 21, 2] 2D joints})."""
+    """``[B, S, S, 3], [B, 3, 3]`` -> ({variant: scored arrays}, {name: [B, 21, 2] 2D joints}).
+
+    half_weight_spread: > 0 weighs Eq. 13's 2D joints by the CPM maps' spread
+    (``refine.spread_weights``; a fraction of the crop side S), 0 weighs them all 1."""
     b, s = images.shape[0], images.shape[1]
     out = model.apply(variables, images, K, hand, train=False)
     camera = render.crop_camera(K, s)
@@ -193,9 +204,10 @@ def _predict(
     if refine_config is not None:
         # p(T) as the network placed it: from its crops' base point (params.mesh).
         start = params.MeshParams.from_vector(out.params[-1])
-        evidence = refine.Evidence(
-            joints2d=out.joints2d[-1], visible=jnp.ones((b, skeleton.NUM_JOINTS))
-        )
+        weights = jnp.ones((b, skeleton.NUM_JOINTS))
+        if half_weight_spread > 0:
+            weights = refine.spread_weights(out.joints2d_spread, half_weight_spread * s)
+        evidence = refine.Evidence(joints2d=out.joints2d[-1], visible=weights)
         hooks = refine.dhpe_hooks(model, variables, images) if reestimate else None
         crop_base = params.crop_base_translation(K, float(s))
         res = refine.refine(
@@ -611,6 +623,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 model=dhpe.from_config(run_config),
                 refine_config=_refine_config(run_config),
                 reestimate=bool(run_config.refine.reestimate_joints2d),
+                half_weight_spread=float(run_config.refine.joints2d_half_weight_spread),
             )
         )
         predict = functools.partial(predict, hand=hand)  # an argument: a smaller program

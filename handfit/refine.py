@@ -40,7 +40,8 @@ class Evidence(NamedTuple):
     """What the hand is fitted to.
 
     joints2d: [B, 21, 2] pixels of the camera's image (canonical order, ``handfit.skeleton``).
-    visible: [B, 21] 1 where the joint is known, 0 to ignore it (also for ``world``).
+    visible: [B, 21] 1 where the joint is known, 0 to ignore it (also for ``world``); a
+      value between weighs the joint's 2D term (e.g. :func:`spread_weights`).
     mask: [B, H, W] foreground in [0, 1] at the camera's (H, W), or None.
     world: [B, 21, 3] metric 3D joints around the hand's centre in the camera's axes
       (x right, y down, z forward), e.g. a detector's world landmarks, or None. Their
@@ -53,6 +54,23 @@ class Evidence(NamedTuple):
     visible: jnp.ndarray
     mask: jnp.ndarray | None = None
     world: jnp.ndarray | None = None
+
+
+def spread_weights(spread: jnp.ndarray, half_weight_spread: float) -> jnp.ndarray:
+    """Joint weights for ``Evidence.visible`` from the 2D joints' uncertainty.
+
+    Args:
+      spread: [B, 21] each joint's spread, pixels (``DHPEOutput.joints2d_spread``).
+      half_weight_spread: the spread at which a joint weighs 1/2, same pixels (> 0).
+    Returns:
+      [B, 21] ``h^2 / (h^2 + spread^2)``: 1 for a sharp heat map, towards 0 for a flat one.
+    """
+    if not half_weight_spread > 0:
+        raise ValueError(
+            f"spread_weights: half_weight_spread must be > 0, got {half_weight_spread}"
+        )
+    h2 = jnp.square(half_weight_spread)
+    return h2 / (h2 + jnp.square(spread))
 
 
 class DHPEHooks(NamedTuple):
@@ -148,7 +166,9 @@ class RefineConfig:
     (visible joints; S the image's longer side, ``losses.joints2d_loss``) ``+
     silhouette_weight * mean_px (R(m) - s)^2`` (``losses.shape_loss``; or the feature
     term ``losses.feature_loss``) ``+ shape_prior_weight * ||beta||^2 + pose_prior_weight *
-    sum of squared joint-limit violations (radians) + laplacian_weight *
+    sum of squared joint-limit violations (radians) + pose_anchor_weight * ||theta -
+    theta_start||^2`` (radians^2: the articulation stays near the start's, which 2D joints
+    alone leave ambiguous in depth) ``+ laplacian_weight *
     losses.laplacian_loss`` and, with ``Evidence.world``, ``world_joints_weight *
     mean_j ||(J_j - mean J) - (W_j - mean W)||^2`` (metres^2, visible joints) ``+
     world_bones_weight * mean_bones ||unit(bone of J) - unit(bone of W)||^2``.
@@ -173,6 +193,7 @@ class RefineConfig:
     silhouette_target: str = REFINE.silhouette_target  # 'auto': 'mask' if given, else 'initial'
     shape_prior_weight: float = REFINE.shape_prior_weight
     pose_prior_weight: float = REFINE.pose_prior_weight
+    pose_anchor_weight: float = REFINE.pose_anchor_weight
     laplacian_weight: float = REFINE.laplacian_weight
     laplacian_mode: str = REFINE.laplacian_mode
     world_joints_weight: float = REFINE.world_joints_weight  # centred 3D joints, metres^2
@@ -197,6 +218,9 @@ class RefineConfig:
             bad("group_lr", self.group_lr, f"{len(GROUPS)} numbers for {GROUPS}")
         if self.silhouette_target not in SILHOUETTE_TARGETS:
             bad("silhouette_target", self.silhouette_target, f"one of {SILHOUETTE_TARGETS}")
+        for field in dataclasses.fields(self):
+            if field.name.endswith("_weight") and not getattr(self, field.name) >= 0:
+                bad(field.name, getattr(self, field.name), "a number >= 0")
         if self.laplacian_mode not in ("delta", "plain"):
             bad("laplacian_mode", self.laplacian_mode, "'delta' or 'plain'")
         for name in self.freeze:
@@ -513,6 +537,7 @@ class _Problem(NamedTuple):
     budget: int  # (face, window) pairs per silhouette
     sil_target: jax.Array | None = None  # [B, h, w] the 'mask' or 'initial' target
     feat_target: jax.Array | None = None  # [B, D] f_F of the images, the 'features' target
+    start_pose: jax.Array | None = None  # [B, 45] the start's pose (the pose anchor's)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "target", "faces", "budget"))
@@ -536,7 +561,7 @@ def _refine(p0, evidence, model, camera, base, images, f_r, f_f, *, cfg, target,
         budget=budget,
     )
     sil_target, feat_target = _silhouette_targets(p0, evidence.mask, prob, cfg, target)
-    prob = prob._replace(sil_target=sil_target, feat_target=feat_target)
+    prob = prob._replace(sil_target=sil_target, feat_target=feat_target, start_pose=p0.pose)
     loss_fn = functools.partial(_loss, prob=prob, cfg=cfg, target=target)
     target0 = evidence.joints2d.astype(dtype)
     p, target2d, loss_buf, term_buf, overflow = _descend(loss_fn, p0, target0, cfg)
@@ -612,6 +637,7 @@ def _loss(p: MeshParams, prev2d: jax.Array, *, prob: _Problem, cfg: RefineConfig
         "silhouette": cfg.silhouette_weight,
         "shape_prior": cfg.shape_prior_weight,
         "pose_prior": cfg.pose_prior_weight,
+        "pose_anchor": cfg.pose_anchor_weight,
         "laplacian": cfg.laplacian_weight,
         "world_joints": cfg.world_joints_weight,
         "world_bones": cfg.world_bones_weight,
@@ -652,6 +678,8 @@ def _mesh_terms(
         terms["shape_prior"] = jnp.sum(jnp.square(p.shape), -1)
     if cfg.pose_prior_weight > 0 and prob.model.joint_limits is not None:
         terms["pose_prior"] = losses.joint_limit_violation(pose=p.pose, model=prob.model)
+    if cfg.pose_anchor_weight > 0:
+        terms["pose_anchor"] = jnp.sum(jnp.square(p.pose - prob.start_pose), -1)
     if prob.world is not None and cfg.world_joints_weight > 0:
         terms["world_joints"] = _world_joints(out.joints, prob.world, prob.visible)
     if prob.world is not None and cfg.world_bones_weight > 0:

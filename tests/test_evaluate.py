@@ -368,6 +368,35 @@ def test_refinement_starts_from_the_network_mesh_and_f_r_sees_its_parameters(set
     np.testing.assert_allclose(res.target2d, want, atol=1e-4)
 
 
+def test_eq13_weighs_the_joints_by_the_cpm_spread_when_asked(setup):
+    """config.refine.joints2d_half_weight_spread: Eq. 13's evidence weighs joint j by
+    refine.spread_weights of the CPM's spread (h a fraction of the crop side)."""
+    config, runs, _, _ = setup
+    model = dhpe.from_config(config)
+    variables = perturbed(next(iter(runs.values())))
+    images = jax.random.uniform(jax.random.key(7), (2, 32, 32, 3))
+    K = np.array([[[60.0, 0, 16], [0, 60, 16], [0, 0, 1]]] * 2, np.float32)
+    cfg = refine.RefineConfig(steps=3, silhouette_weight=0.0, learning_rate=10.0)
+    kw = dict(model=model, hand=HAND, refine_config=cfg, reestimate=False)
+    uniform, _ = evaluate._predict(variables, images, K, **kw)
+    weighted, _ = evaluate._predict(variables, images, K, half_weight_spread=0.1, **kw)
+    out = model.apply(variables, images, K, HAND, train=False)
+    evidence = refine.Evidence(
+        out.joints2d[-1], refine.spread_weights(out.joints2d_spread, 0.1 * 32)
+    )
+    want = refine.refine(
+        params.MeshParams.from_vector(out.params[-1]),
+        evidence,
+        HAND,
+        render.crop_camera(K, 32),
+        cfg,
+        base_translation=params.crop_base_translation(K, 32.0),
+    )
+    np.testing.assert_allclose(weighted["refined"]["joints3d"], want.joints3d, atol=1e-5)
+    differ = np.abs(np.asarray(weighted["refined"]["joints3d"] - uniform["refined"]["joints3d"]))
+    assert differ.max() > 1e-5
+
+
 def test_comparison_of_two_workdirs(setup):
     _, runs, report, root = setup
     out = os.path.join(root / "run_a", "eval")

@@ -194,6 +194,46 @@ def test_config_from_config_section():
     assert refine.RefineConfig.from_config(default.get_config().refine).steps == 50
 
 
+def test_spread_weights_trust_sharp_joints_and_ignore_flat_ones(model, camera):
+    np.testing.assert_allclose(
+        refine.spread_weights(jnp.array([[0.0, 2.0, 6.0]]), 2.0), [[1.0, 0.5, 0.1]], rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="half_weight_spread must be > 0"):
+        refine.spread_weights(jnp.zeros((1, 21)), 0.0)
+    # Five joints' evidence is 12 px off and its maps were flat: weighted by their spread, the
+    # fit follows the other 16 and leaves those five near the truth.
+    truth, start, evidence = _problem(model, camera, 2, seed=3)
+    bad = jnp.zeros(21, bool).at[jnp.array([4, 8, 12, 16, 20])].set(True)
+    wrong = evidence._replace(
+        joints2d=jnp.where(bad[:, None], evidence.joints2d + 12.0, evidence.joints2d), mask=None
+    )
+    spread = jnp.where(bad, 20.0, 1.0) * jnp.ones((2, 21))
+    cfg = dataclasses.replace(CFG, silhouette_weight=0.0)
+    uniform = refine.refine(start, wrong, model, camera, cfg)
+    weighted = refine.refine(
+        start, wrong._replace(visible=refine.spread_weights(spread, 2.0)), model, camera, cfg
+    )
+    true2d = render.project(params.mesh(truth, model).joints, camera)
+
+    def off(res):
+        return float(jnp.mean(jnp.linalg.norm(res.joints2d - true2d, axis=-1)[:, bad]))
+
+    assert off(weighted) < 0.6 * off(uniform), (off(weighted), off(uniform))
+
+
+def test_pose_anchor_keeps_the_articulation_near_the_start(main_run, model, camera):
+    _, start, evidence, plain = main_run
+    res = refine.refine(
+        start, evidence, model, camera, dataclasses.replace(CFG, pose_anchor_weight=1.0)
+    )
+    assert "pose_anchor" in res.terms and "pose_anchor" not in plain.terms
+    assert np.all(np.asarray(res.terms["pose_anchor"][0]) < 1e-12)  # 0 at the start
+    moved = [float(jnp.sum(jnp.square(r.params.pose - start.pose))) for r in (res, plain)]
+    assert moved[0] < 0.5 * moved[1], moved
+    with pytest.raises(ValueError, match="pose_anchor_weight"):
+        refine.RefineConfig(pose_anchor_weight=-1.0)
+
+
 def test_joint_limit_penalty(model):
     pose = mano.sample_poses(jax.random.PRNGKey(1), model, 4)
     assert np.all(np.asarray(losses.joint_limit_violation(pose=pose, model=model)) < 1e-10)

@@ -122,6 +122,13 @@ def _cell_centres(size: int, crop_size: float, dtype) -> jnp.ndarray:
     return (jnp.arange(size, dtype=dtype) + 0.5) * (crop_size / size)
 
 
+def _cell_distribution(heatmaps: jnp.ndarray, beta: float) -> jnp.ndarray:
+    """``softmax(beta * map)`` over each joint's cells: [..., H, W, J] -> [..., J, H, W]."""
+    *lead, h, w, j = heatmaps.shape
+    flat = jnp.moveaxis(heatmaps, -1, -3).reshape(*lead, j, h * w)
+    return jax.nn.softmax(beta * flat.astype(jnp.float32), axis=-1).reshape(*lead, j, h, w)
+
+
 def soft_argmax(
     heatmaps: jnp.ndarray, *, crop_size: float, beta: float = DEFAULT_BETA
 ) -> jnp.ndarray:
@@ -135,14 +142,35 @@ def soft_argmax(
     Returns:
       [..., J, 2] (x, y) in crop pixels.
     """
-    *lead, h, w, j = heatmaps.shape
-    flat = jnp.moveaxis(heatmaps, -1, -3).reshape(*lead, j, h * w)
-    prob = jax.nn.softmax(beta * flat.astype(jnp.float32), axis=-1).reshape(*lead, j, h, w)
-    xs = _cell_centres(w, crop_size, prob.dtype)
-    ys = _cell_centres(h, crop_size, prob.dtype)
-    x = jnp.einsum("...hw,w->...", prob, xs)
-    y = jnp.einsum("...hw,h->...", prob, ys)
+    *_, h, w, _ = heatmaps.shape
+    prob = _cell_distribution(heatmaps, beta)
+    x = jnp.einsum("...hw,w->...", prob, _cell_centres(w, crop_size, prob.dtype))
+    y = jnp.einsum("...hw,h->...", prob, _cell_centres(h, crop_size, prob.dtype))
     return jnp.stack([x, y], axis=-1)
+
+
+def soft_argmax_spread(
+    heatmaps: jnp.ndarray, *, crop_size: float, beta: float = DEFAULT_BETA
+) -> jnp.ndarray:
+    """How unsure each soft arg-max is: the spread of ``softmax(beta * map)`` about it.
+
+    Args:
+      heatmaps: [..., H, W, J] maps, as for :func:`soft_argmax`.
+      crop_size: side of the square crop the maps cover, pixels.
+      beta: the sharpness :func:`soft_argmax` reads the maps with.
+    Returns:
+      [..., J] ``sqrt(var(x) + var(y))`` of the cell centres under that distribution, crop
+      pixels: near 0 for one sharp peak, large for a flat map or for two peaks.
+    """
+    *_, h, w, _ = heatmaps.shape
+    prob = _cell_distribution(heatmaps, beta)
+    xs, ys = _cell_centres(w, crop_size, prob.dtype), _cell_centres(h, crop_size, prob.dtype)
+    px, py = prob.sum(axis=-2), prob.sum(axis=-1)  # [..., J, W], [..., J, H] marginals
+    variance = 0.0
+    for marginal, centres in ((px, xs), (py, ys)):
+        mean = jnp.einsum("...c,c->...", marginal, centres)
+        variance = variance + jnp.einsum("...c,c->...", marginal, centres**2) - mean**2
+    return jnp.sqrt(jnp.maximum(variance, 0.0))
 
 
 def hard_argmax(heatmaps: jnp.ndarray, *, crop_size: float) -> jnp.ndarray:

@@ -52,6 +52,9 @@ class DHPEOutput:
     joints2d_proj: [T, B, 21, 2] pi(J(m(p(t)))) in crop pixels.
     joints2d: [T, B, 21, 2] j2D(1) .. j2D(T), the refiner's joints (crop pixels); equal to
       j2D(0) at every t when the refiner is off.
+    joints2d_spread: [B, 21] how spread out the CPM's last maps are about j2D(0) (crop
+      pixels, ``cpm.soft_argmax_spread`` at the soft arg-max's sharpness): its uncertainty,
+      which weights the joints in test-time refinement (``refine.joints2d_half_weight_spread``).
     """
 
     features: jax.Array
@@ -63,6 +66,7 @@ class DHPEOutput:
     joints3d: jax.Array
     joints2d_proj: jax.Array
     joints2d: jax.Array
+    joints2d_spread: jax.Array
 
 
 def place(p: jax.Array, hand: mano.HandModel, K: jax.Array, crop_size: float) -> params.Placed:
@@ -178,8 +182,9 @@ class DHPE(nn.Module):
             raise ValueError(f"DHPE: K must be [{b}, 3, 3], got {K.shape}")
         f, maps = self.f_F(images, train=train)
         heatmaps = self.f_H(maps[self.cpm_input])
+        beta = cpm_lib.DEFAULT_BETA if self.heatmap_form == "gaussian" else 1.0
+        spread = cpm_lib.soft_argmax_spread(heatmaps[-1], crop_size=float(s), beta=beta)
         if self.soft_argmax:
-            beta = cpm_lib.DEFAULT_BETA if self.heatmap_form == "gaussian" else 1.0
             j2d_cpm = cpm_lib.soft_argmax(heatmaps[-1], crop_size=float(s), beta=beta)
         else:
             j2d_cpm = cpm_lib.hard_argmax(heatmaps[-1], crop_size=float(s))
@@ -210,6 +215,7 @@ class DHPE(nn.Module):
             joints3d=joints,
             joints2d_proj=proj,
             joints2d=j2ds,
+            joints2d_spread=spread,
         )
 
     def silhouettes(
