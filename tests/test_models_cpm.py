@@ -81,14 +81,14 @@ def test_soft_argmax_spread_is_the_peaks_spread():
     they are apart; 7 px cells."""
     for sigma in (1.0, 2.0, 4.0):
         maps = jnp.log(_gaussian_maps([(16.0, 12.0)], sigma=sigma) + 1e-30)  # logits
-        got = float(cpm.soft_argmax_spread(maps, crop_size=224.0, beta=1.0)[0, 0])
+        got = float(cpm.soft_argmax_with_spread(maps, crop_size=224.0, beta=1.0)[1][0, 0])
         np.testing.assert_allclose(got, np.sqrt(2.0) * sigma * 7.0, rtol=0.02)
     two = jnp.log(_gaussian_maps([(16.0, 8.0)]) + _gaussian_maps([(16.0, 24.0)]) + 1e-30)
-    got = float(cpm.soft_argmax_spread(two, crop_size=224.0, beta=1.0)[0, 0])
+    got = float(cpm.soft_argmax_with_spread(two, crop_size=224.0, beta=1.0)[1][0, 0])
     np.testing.assert_allclose(got, np.sqrt(8.0**2 + 2.0) * 7.0, rtol=0.02)  # +-8 cells
     sharp = _gaussian_maps([(10.5, 20.5)] * 2)
-    broad = cpm.soft_argmax_spread(sharp, crop_size=224.0, beta=1.0)
-    narrow = cpm.soft_argmax_spread(sharp, crop_size=224.0)  # DEFAULT_BETA sharpens
+    broad = cpm.soft_argmax_with_spread(sharp, crop_size=224.0, beta=1.0)[1]
+    narrow = cpm.soft_argmax_with_spread(sharp, crop_size=224.0)[1]  # DEFAULT_BETA sharpens
     assert broad.shape == (1, 2) and np.all(np.asarray(narrow) < 0.5 * np.asarray(broad))
 
 

@@ -203,6 +203,6 @@ def test_cpm_joints_are_read_as_the_heatmap_form_says(run, form, beta):
     other = cpm.soft_argmax(out.heatmaps[-1], crop_size=float(S), beta=26.0 - beta)
     np.testing.assert_allclose(out.joints2d_cpm, expected, rtol=1e-5, atol=1e-4)
     assert float(jnp.max(jnp.abs(out.joints2d_cpm - other))) > 1e-3
-    spread = cpm.soft_argmax_spread(out.heatmaps[-1], crop_size=float(S), beta=beta)
+    spread = cpm.soft_argmax_with_spread(out.heatmaps[-1], crop_size=float(S), beta=beta)[1]
     np.testing.assert_allclose(out.joints2d_spread, spread, rtol=1e-5, atol=1e-4)
     assert out.joints2d_spread.shape == out.joints2d_cpm.shape[:-1]

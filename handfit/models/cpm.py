@@ -142,35 +142,33 @@ def soft_argmax(
     Returns:
       [..., J, 2] (x, y) in crop pixels.
     """
-    *_, h, w, _ = heatmaps.shape
-    prob = _cell_distribution(heatmaps, beta)
-    x = jnp.einsum("...hw,w->...", prob, _cell_centres(w, crop_size, prob.dtype))
-    y = jnp.einsum("...hw,h->...", prob, _cell_centres(h, crop_size, prob.dtype))
-    return jnp.stack([x, y], axis=-1)
+    return soft_argmax_with_spread(heatmaps, crop_size=crop_size, beta=beta)[0]
 
 
-def soft_argmax_spread(
+def soft_argmax_with_spread(
     heatmaps: jnp.ndarray, *, crop_size: float, beta: float = DEFAULT_BETA
-) -> jnp.ndarray:
-    """How unsure each soft arg-max is: the spread of ``softmax(beta * map)`` about it.
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """:func:`soft_argmax` and how unsure it is, from one softmax over each map.
 
     Args:
       heatmaps: [..., H, W, J] maps, as for :func:`soft_argmax`.
       crop_size: side of the square crop the maps cover, pixels.
-      beta: the sharpness :func:`soft_argmax` reads the maps with.
+      beta: sharpness, as for :func:`soft_argmax`.
     Returns:
-      [..., J] ``sqrt(var(x) + var(y))`` of the cell centres under that distribution, crop
-      pixels: near 0 for one sharp peak, large for a flat map or for two peaks.
+      ``(joints, spread)``: [..., J, 2] the mean (x, y) cell centre under
+      ``softmax(beta * map)``, crop pixels, and [..., J] ``sqrt(var(x) + var(y))`` of the
+      cell centres under that distribution, crop pixels: near 0 for one sharp peak, large
+      for a flat map or for two peaks.
     """
     *_, h, w, _ = heatmaps.shape
     prob = _cell_distribution(heatmaps, beta)
     xs, ys = _cell_centres(w, crop_size, prob.dtype), _cell_centres(h, crop_size, prob.dtype)
-    px, py = prob.sum(axis=-2), prob.sum(axis=-1)  # [..., J, W], [..., J, H] marginals
-    variance = 0.0
-    for marginal, centres in ((px, xs), (py, ys)):
-        mean = jnp.einsum("...c,c->...", marginal, centres)
+    means, variance = [], 0.0
+    for marginal, centres in ((prob.sum(axis=-2), xs), (prob.sum(axis=-1), ys)):
+        mean = jnp.einsum("...c,c->...", marginal, centres)  # marginal: [..., J, W or H]
         variance = variance + jnp.einsum("...c,c->...", marginal, centres**2) - mean**2
-    return jnp.sqrt(jnp.maximum(variance, 0.0))
+        means.append(mean)
+    return jnp.stack(means, axis=-1), jnp.sqrt(jnp.maximum(variance, 0.0))
 
 
 def hard_argmax(heatmaps: jnp.ndarray, *, crop_size: float) -> jnp.ndarray:

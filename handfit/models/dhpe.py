@@ -53,7 +53,7 @@ class DHPEOutput:
     joints2d: [T, B, 21, 2] j2D(1) .. j2D(T), the refiner's joints (crop pixels); equal to
       j2D(0) at every t when the refiner is off.
     joints2d_spread: [B, 21] how spread out the CPM's last maps are about j2D(0) (crop
-      pixels, ``cpm.soft_argmax_spread`` at the soft arg-max's sharpness): its uncertainty,
+      pixels, ``cpm.soft_argmax_with_spread`` at the soft arg-max's sharpness): its uncertainty,
       which weights the joints in test-time refinement (``refine.joints2d_half_weight_spread``).
     """
 
@@ -183,10 +183,10 @@ class DHPE(nn.Module):
         f, maps = self.f_F(images, train=train)
         heatmaps = self.f_H(maps[self.cpm_input])
         beta = cpm_lib.DEFAULT_BETA if self.heatmap_form == "gaussian" else 1.0
-        spread = cpm_lib.soft_argmax_spread(heatmaps[-1], crop_size=float(s), beta=beta)
-        if self.soft_argmax:
-            j2d_cpm = cpm_lib.soft_argmax(heatmaps[-1], crop_size=float(s), beta=beta)
-        else:
+        j2d_cpm, spread = cpm_lib.soft_argmax_with_spread(
+            heatmaps[-1], crop_size=float(s), beta=beta
+        )
+        if not self.soft_argmax:
             j2d_cpm = cpm_lib.hard_argmax(heatmaps[-1], crop_size=float(s))
         # The paper reads j2D(0) as an arg-max, through which no gradient flows: f_H learns
         # from its own losses, not from what the heads would like the joints to be.
