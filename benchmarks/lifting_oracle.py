@@ -16,20 +16,17 @@ one whose scores jump is held back by its 2D evidence.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from handfit import checkpoint, evaluate, mano, objective  # noqa: E402
+from handfit import evaluate, objective  # noqa: E402
 from handfit.data import builders, pipeline  # noqa: E402
-from handfit.models import dhpe  # noqa: E402
 
 
 def main() -> None:
@@ -38,12 +35,7 @@ def main() -> None:
     parser.add_argument("--noise_px", default="4", help="comma-separated noise sizes, px")
     parser.add_argument("--dataset", default="synthetic", help="a test set of the config")
     args = parser.parse_args()
-    with open(os.path.join(args.workdir, "config.json")) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    hand = mano.from_config(config)
-    model = dhpe.from_config(config)
-    abstract = jax.eval_shape(lambda: dhpe.init(model, jax.random.key(0), hand))
-    variables, step = checkpoint.restore_variables(args.workdir, abstract, None)
+    config, hand, model, variables, step = evaluate.restore_trained(args.workdir)
 
     @jax.jit
     def predict(images, K, joints2d, taught):

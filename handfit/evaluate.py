@@ -52,7 +52,7 @@ import json
 import os
 import zipfile
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -455,12 +455,15 @@ def _table(runs: Mapping[str, dict], hand_name: str, protocol_note: str) -> str:
     lines = [
         f"Hand model: {hand_name}. 3D: {protocol_note}; AUC over 20-50 mm. "
         "Rotation: median angle between the predicted and the true hand's orientation "
-        "(the rotation of their joints' best similarity). "
+        "(the rotation of their joints' best similarity), and the medians of its parts "
+        "within the image and in depth (about the viewing axis; about an axis in the "
+        "image plane). "
         "2D: PCK AUC over 0-30 px of the variant's projected joints. "
         "Mask: IoU of the rasterised mesh vs the ground-truth mask.",
         "",
         "| workdir | step | dataset | n | scored output | 3D protocol | AUC 20-50 mm "
-        "| EPE mean mm | EPE median mm | PA-MPJPE mm | rotation ° | 2D AUC | mask IoU |",
+        "| EPE mean mm | EPE median mm | PA-MPJPE mm | rotation ° (in image, in depth) "
+        "| 2D AUC | mask IoU |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
@@ -472,17 +475,26 @@ def _table(runs: Mapping[str, dict], hand_name: str, protocol_note: str) -> str:
             for v, r in res["pose3d"].items():
                 iou = res.get("segmentation", {}).get(v, {}).get("iou")
                 pa = res.get("mesh", {}).get(v, {}).get("pa_mpjpe_mm")
-                rotation = r.get("rotation_error", {}).get("median_deg")
+                rotation = _rotation_cell(r.get("rotation_error", {}))
                 lines.append(
                     f"| {workdir} | {run['step']} | {name} | {res['examples']} | {VARIANTS[v]} "
                     f"| {r['protocol']} | {r['auc']:.3f} | {r['epe_mean_mm']:.1f} "
-                    f"| {r['epe_median_mm']:.1f} | {cell(pa, '.1f')} | {cell(rotation, '.1f')} "
+                    f"| {r['epe_median_mm']:.1f} | {cell(pa, '.1f')} | {rotation} "
                     f"| {res['pose2d'][f'{v}_projected']['auc']:.3f} | {cell(iou, '.3f')} |"
                 )
     lines += _auc_table(
         runs, "pose2d", JOINTS2D, "2D joints of the networks, PCK AUC over 0-30 px:"
     )
     return "\n".join(lines) + "\n"
+
+
+def _rotation_cell(rotation: Mapping) -> str:
+    """'total (in image, in depth)' medians in degrees, or '-' when the run has none."""
+    if rotation.get("median_deg") is None:
+        return "-"
+    keys = ("median_deg", "in_plane_median_deg", "out_of_plane_median_deg")
+    parts = (rotation[k] for k in keys)
+    return "{:.1f} ({:.1f}, {:.1f})".format(*parts)
 
 
 def _auc_table(runs: Mapping[str, dict], field: str, columns: Mapping[str, str], title: str):
@@ -578,6 +590,36 @@ def evaluate_workdir(
     print(table)
     print(f"Report: {report} (pictures in {os.path.join(out_dir, 'samples')})")
     return run
+
+
+class Trained(NamedTuple):
+    """A trained workdir: the config it was trained with, its hand model, its DHPE, the
+    variables of one checkpoint and that checkpoint's step."""
+
+    config: ml_collections.ConfigDict
+    hand: mano.HandModel
+    model: dhpe.DHPE
+    variables: Any
+    step: int
+
+
+def restore_trained(workdir: str | os.PathLike, step: int | None = None) -> Trained:
+    """A trained workdir's network as its ``config.json`` says, for scripts that study it;
+    the variables of checkpoint ``step`` (None: the last). Raises FileNotFoundError naming
+    the file when the workdir has no ``config.json`` (``--mode=train`` writes it).
+    """
+    saved = config_check.saved(workdir)
+    if saved is None:
+        raise FileNotFoundError(
+            f"{config_check.config_path(workdir)} not found: train the workdir first "
+            f"(python main.py --mode=train --workdir={workdir})"
+        )
+    config = ml_collections.ConfigDict(saved)
+    hand = mano.from_config(config)
+    model = dhpe.from_config(config)
+    abstract = jax.eval_shape(lambda: dhpe.init(model, jax.random.key(0), hand))
+    variables, step = checkpoint.restore_variables(workdir, abstract, step)
+    return Trained(config, hand, model, variables, step)
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:

@@ -359,20 +359,42 @@ def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
+def image_plane_angles_deg(R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rotations ``R [..., 3, 3]`` of camera space (z the viewing axis) split as ``R = S T``:
+    T about the viewing axis (a turn within the image) and S about an axis in the image plane
+    (a turn in depth, which 2D joints leave ambiguous).
+
+    Returns:
+      ``(in_plane, out_of_plane)``, degrees (0-180 each): T's angle, ``atan2(R_10 - R_01,
+      R_00 + R_11)`` in magnitude, and S's, the angle between ``R z`` and z. Either order
+      (``S T`` or ``T S``) and ``R`` or its inverse give the same two angles.
+    """
+    R = np.asarray(R, np.float64)
+    in_plane = np.abs(
+        np.degrees(np.arctan2(R[..., 1, 0] - R[..., 0, 1], R[..., 0, 0] + R[..., 1, 1]))
+    )
+    out_of_plane = np.degrees(np.arccos(np.clip(R[..., 2, 2], -1.0, 1.0)))
+    return in_plane, out_of_plane
+
+
 class RotationError:
     """How far each predicted hand is turned from the true one: the angle of the proper
     rotation in the similarity (:func:`similarity_transform`) that best maps an example's
     predicted joints onto its true ones, over the joints that are scored.
 
     It separates a hand turned wrong from one articulated wrong, which the aligned 3D
-    errors mix. ``add(pred, gt, weights)``: ``[B, 21, 3]`` and ``[B, 21]`` (a joint
-    counts where its weight is positive and its true position finite). An example with
-    fewer than 3 such joints, or a non-finite prediction at one of them, has no angle; it
-    is counted in ``unscored``, not dropped silently.
+    errors mix, and splits the turn into its parts within the image and in depth
+    (:func:`image_plane_angles_deg`; joints in camera space). ``add(pred, gt, weights)``:
+    ``[B, 21, 3]`` and ``[B, 21]`` (a joint counts where its weight is positive and its
+    true position finite). An example with fewer than 3 such joints, or a non-finite
+    prediction at one of them, has no angle; it is counted in ``unscored``, not dropped
+    silently.
     """
 
     def __init__(self):
         self.angles: list[float] = []
+        self.in_plane: list[float] = []
+        self.out_of_plane: list[float] = []
         self.unscored = 0
 
     def add(self, pred: np.ndarray, gt: np.ndarray, weights: np.ndarray) -> None:
@@ -385,18 +407,26 @@ class RotationError:
                 continue
             _, R, _ = similarity_transform(p, g, w.astype(np.float64))
             self.angles.append(float(rotation_angle_deg(R)))
+            in_plane, out_of_plane = image_plane_angles_deg(R)
+            self.in_plane.append(float(in_plane))
+            self.out_of_plane.append(float(out_of_plane))
 
     def result(self) -> dict:
         """``median_deg``, ``mean_deg``, ``over_45``/``over_90`` (fractions of the scored
-        examples), ``examples`` (scored) and ``unscored``; NaN figures when none is scored."""
+        examples), ``in_plane_median_deg`` and ``out_of_plane_median_deg`` (the medians of
+        the two parts), ``examples`` (scored) and ``unscored``; NaN figures when none is
+        scored."""
         a = np.asarray(self.angles)
-        stats = dict(median_deg=np.nan, mean_deg=np.nan, over_45=np.nan, over_90=np.nan)
+        names = ("median_deg", "mean_deg", "over_45", "over_90")
+        stats = dict.fromkeys(names + ("in_plane_median_deg", "out_of_plane_median_deg"), np.nan)
         if len(a):
             stats = dict(
                 median_deg=float(np.median(a)),
                 mean_deg=float(a.mean()),
                 over_45=float((a > 45).mean()),
                 over_90=float((a > 90).mean()),
+                in_plane_median_deg=float(np.median(self.in_plane)),
+                out_of_plane_median_deg=float(np.median(self.out_of_plane)),
             )
         return stats | dict(examples=len(a), unscored=self.unscored)
 

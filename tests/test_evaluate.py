@@ -109,7 +109,7 @@ def test_report_files(setup):
     with open(os.path.join(out, "report.md")) as f:
         table = f.read()
     assert HAND.name in table and "zimmermann" in table and "refiner j2D(T)" in table
-    assert "| PA-MPJPE mm | rotation ° |" in table
+    assert "| PA-MPJPE mm | rotation ° (in image, in depth) |" in table
     # The training run's learning curves are drawn into the report and linked from it.
     assert os.path.getsize(os.path.join(out, "learning_curves.png")) > 1000
     assert "(learning_curves.png)" in table
@@ -395,6 +395,20 @@ def test_eq13_weighs_the_joints_by_the_cpm_spread_when_asked(setup):
     np.testing.assert_allclose(weighted["refined"]["joints3d"], want.joints3d, atol=1e-5)
     differ = np.abs(np.asarray(weighted["refined"]["joints3d"] - uniform["refined"]["joints3d"]))
     assert differ.max() > 1e-5
+
+
+def test_restore_trained_gives_the_workdirs_own_network(setup):
+    """run_b was trained without f_R (its config.json): restored with that model and its
+    checkpoint's variables; a workdir without config.json is an error naming the file."""
+    _, runs, _, root = setup
+    b = str(root / "run_b")
+    trained = evaluate.restore_trained(b)
+    assert trained.step == 7 and not trained.model.use_refiner
+    assert not trained.config.model.use_refiner
+    for got, want in zip(jax.tree.leaves(trained.variables), jax.tree.leaves(runs[b]), strict=True):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(FileNotFoundError, match=r"run_a/config.json not found: train"):
+        evaluate.restore_trained(str(root / "run_a"))
 
 
 def test_comparison_of_two_workdirs(setup):

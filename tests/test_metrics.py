@@ -115,6 +115,32 @@ def test_rotation_error_is_the_angle_the_hand_is_turned():
     assert empty["examples"] == 0 and np.isnan(empty["median_deg"])
 
 
+def test_rotation_splits_into_its_turn_in_the_image_and_in_depth():
+    """R = S T, T about the viewing axis z by a, S about an axis in the image plane by b:
+    the two angles come back, in either order and for R or its inverse."""
+    rng = np.random.default_rng(3)
+    for a, b in [(0.0, 0.0), (30.0, 0.0), (0.0, 50.0), (120.0, 40.0), (170.0, 100.0)]:
+        phi = rng.uniform(0, 2 * np.pi)
+        axis = np.array([np.cos(phi), np.sin(phi), 0.0])
+        T = Rotation.from_rotvec(np.radians(a) * np.array([0.0, 0.0, 1.0]))
+        S = Rotation.from_rotvec(np.radians(b) * axis)
+        for R in ((S * T).as_matrix(), (T * S).as_matrix(), (S * T).inv().as_matrix()):
+            in_plane, out_of_plane = metrics.image_plane_angles_deg(R)
+            assert in_plane == pytest.approx(a, abs=1e-6)
+            assert out_of_plane == pytest.approx(b, abs=1e-6)
+    gt = _hand(4)[None]
+    R = (
+        Rotation.from_rotvec([0.0, 0.0, np.radians(20)])
+        * Rotation.from_rotvec(np.radians(60) * np.array([1.0, 0.0, 0.0]))
+    ).as_matrix()
+    ev = metrics.RotationError()
+    ev.add(gt @ R, gt, np.ones((1, 21)))
+    r = ev.result()
+    assert r["in_plane_median_deg"] == pytest.approx(20.0, abs=1e-6)
+    assert r["out_of_plane_median_deg"] == pytest.approx(60.0, abs=1e-6)
+    assert r["median_deg"] > 60.0
+
+
 def test_procrustes_protocol_and_units():
     gt = _hand(2)
     R = Rotation.from_rotvec([0.2, 0.1, -0.4]).as_matrix()
