@@ -1,8 +1,8 @@
 """The paper's ablations (its Fig. 5) and the augmentation study, as variants of a base config.
 
     python main.py --mode=train --workdir=runs/ablation/all \
-        --config=configs/ablation.py:synthetic,refiner,quaternion,no_teacher,visible_2d,feature
-    python main.py --config=configs/ablation.py:synthetic --mode=train \
+        --config=configs/ablation.py:synthetic,quaternion,no_teacher,visible_2d,feature
+    python main.py --config=configs/ablation.py:synthetic,no_refiner --mode=train \
         --workdir=runs/ablation/no_refiner
     python main.py --config=configs/ablation.py:synthetic --mode=eval --workdir=runs/ablation \
         --config.eval.workdirs="('runs/ablation/all','runs/ablation/no_refiner')"
@@ -15,8 +15,8 @@ SWITCH, each turning one part of the method off (or on):
 * ``no_refine``: no test-time refinement (Eq. 13) in --mode=eval;
 * ``no_augment`` / ``augment``: without / with the self-supervised augmentation (Sec. 3.5);
 * ``no_2d``: without the 2D losses (Eqs. 2 and 3);
-* ``no_refiner`` / ``refiner``: without / with the 2D pose refiner f_R (Eq. 6; the
-  synthetic base has none, ``full`` has it);
+* ``no_refiner`` / ``refiner``: without / with the 2D pose refiner f_R (Eq. 6; both
+  bases have it);
 * ``constant_shape``: a constant shape weight instead of Eq. 12's hierarchical one;
 * ``quaternion`` / ``rotation_6d``: f_M regresses the paper's quaternion / the continuous
   6D rotation (the synthetic base regresses the 6D form, ``full`` the quaternion);
@@ -28,7 +28,7 @@ SWITCH, each turning one part of the method off (or on):
   in the synthetic base, on in ``full``).
 
 The paper's full method on the synthetic hands is
-``synthetic,refiner,quaternion,no_teacher,visible_2d,feature``.
+``synthetic,quaternion,no_teacher,visible_2d,feature``.
 """
 
 import ml_collections

@@ -47,10 +47,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.cpm_kernel = 5
     config.model.cpm_depth = 3
     config.model.iterations = 2  # the paper's 3 costs another render per step
-    # Without the 2D pose refiner f_R the same run scores better on every 3D number and the
-    # mask (README, "Ablations": 3D AUC 0.292 vs 0.263, PA-MPJPE 17.4 vs 19.5 mm, IoU 0.553
-    # vs 0.496); configs/ablation.py:synthetic,refiner is the paper's full method.
-    config.model.use_refiner = False
+    # The 2D pose refiner f_R (Eq. 6), as the paper: on one CPU (2026-12-07) the network's 3D
+    # AUC is 0.434 and 0.424 (seeds 0, 1) with it against 0.409 and 0.407 without, PA-MPJPE
+    # 15.6 and 15.3 against 15.6 and 15.8 mm (README, "Ablations"); f_R's j2D(T) is better
+    # than the CPM's j2D(0) (2D AUC 0.747 and 0.751 against 0.733 and 0.738).
+    config.model.use_refiner = True
     config.model.render_size = 16  # the silhouettes dominate the step on a CPU
     # At 16² a face of the hand is a fraction of a pixel: almost every face touches one
     # window of 4², so 2,000 (face, window) pairs hold the 1,550 faces with a margin
@@ -105,11 +106,11 @@ def get_config() -> ml_collections.ConfigDict:
     # default 0.05 (refined mask IoU 0.580 against 0.571; chosen on the test split, the only
     # one the synthetic set has).
     config.refine.silhouette_weight = 0.2
-    # Without f_R, j2D(T) is the CPM's, worse than the network's own projection (2D AUC 0.717
-    # against 0.730), and fitting it cost PA-MPJPE (+2.9 mm). Trusting only sharp maps (a
-    # joint weighs 1/2 at a 2 px spread in the 64 px crop) and keeping the articulation near
-    # the network's removed that cost (14.3 mm against the network's 14.2 and 17.1; README,
-    # "Test-time refinement").
+    # The 2D joints Eq. 13 fits are no better than the network's own projection (without f_R,
+    # the CPM's: 2D AUC 0.717 against 0.730), and fitting them alike cost PA-MPJPE (+2.9 mm).
+    # Trusting only joints whose CPM map is sharp (a joint weighs 1/2 at a 2 px spread in the
+    # 64 px crop) and keeping the articulation near the network's removed that cost (14.3 mm
+    # against the network's 14.2 and 17.1; README, "Test-time refinement").
     config.refine.joints2d_half_weight_spread = 2.0 / 64.0
     config.refine.pose_anchor_weight = 0.1
     # Fitting the CPM's joints turned the hand in depth the wrong way as often as the right
