@@ -27,13 +27,6 @@ from handfit import evaluate, metrics  # noqa: E402
 from handfit.data import builders, pipeline  # noqa: E402
 
 
-def turn_in_image(R: np.ndarray) -> np.ndarray:
-    """T of ``R = S T`` ``[3, 3]``: the rotation about z by ``atan2(R_10 - R_01, R_00 + R_11)``."""
-    angle = np.arctan2(R[1, 0] - R[0, 1], R[0, 0] + R[1, 1])
-    c, s = np.cos(angle), np.sin(angle)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", required=True, help="a trained workdir (config.json)")
@@ -44,8 +37,8 @@ def main() -> None:
     source = builders.config_source(config, args.dataset, train=False)
     undo = {
         "the network": lambda R: np.eye(3),
-        "turn within the image undone (T)": turn_in_image,
-        "turn in depth undone (T^-1 R)": lambda R: turn_in_image(R).T @ R,
+        "turn within the image undone (T)": metrics.image_plane_turn,
+        "turn in depth undone (T^-1 R)": lambda R: metrics.image_plane_turn(R).T @ R,
         "both undone (R)": lambda R: R,
     }
     scores = {
@@ -57,13 +50,14 @@ def main() -> None:
     for b in pipeline.dataset(source, batch_size=16, train=False, **pipeline.options(config.data)):
         pred = np.asarray(predict(b["image"], b["K"]), np.float64)
         gt, visible = np.asarray(b["joints3d"], np.float64), np.asarray(b["visible"])
+        rotations = {}  # example -> R of its best similarity (scored examples only)
+        for i in range(len(pred)):
+            w = (visible[i] > 0) & np.isfinite(gt[i]).all(-1)
+            if w.sum() >= 3 and np.isfinite(pred[i]).all():
+                rotations[i] = metrics.similarity_transform(pred[i], gt[i], w.astype(float))[1]
         for name, part in undo.items():
-            turned = pred.copy()
-            for i in range(len(pred)):
-                w = (visible[i] > 0) & np.isfinite(gt[i]).all(-1)
-                if w.sum() < 3 or not np.isfinite(pred[i]).all():
-                    continue  # scored as Pose3DScore scores it, unturned
-                _, R, _ = metrics.similarity_transform(pred[i], gt[i], w.astype(np.float64))
+            turned = pred.copy()  # unscored examples stay unturned, as Pose3DScore scores them
+            for i, R in rotations.items():
                 root = pred[i, :1]
                 turned[i] = (pred[i] - root) @ part(R).T + root
             scores[name].add(turned, gt, visible)

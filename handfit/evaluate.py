@@ -555,9 +555,8 @@ def evaluate_workdir(
     """
     config_check.check_workdir(config, workdir, config_check.MODEL_FIELDS, action="evaluate")
     model = dhpe.from_config(config)
-    abstract = jax.eval_shape(lambda: dhpe.init(model, jax.random.key(0), hand))
     step = None if config.eval.step < 0 else int(config.eval.step)
-    variables, step = checkpoint.restore_variables(workdir, abstract, step)
+    variables, step = _restore(model, hand, workdir, step)
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
     variants = ["network"] + (["refined"] if config.refine.enabled else []) + ["baseline"]
@@ -617,9 +616,13 @@ def restore_trained(workdir: str | os.PathLike, step: int | None = None) -> Trai
     config = ml_collections.ConfigDict(saved)
     hand = mano.from_config(config)
     model = dhpe.from_config(config)
+    return Trained(config, hand, model, *_restore(model, hand, workdir, step))
+
+
+def _restore(model: dhpe.DHPE, hand: mano.HandModel, workdir, step: int | None):
+    """(variables, step) of ``model``'s checkpoint ``step`` in ``workdir`` (None: the last)."""
     abstract = jax.eval_shape(lambda: dhpe.init(model, jax.random.key(0), hand))
-    variables, step = checkpoint.restore_variables(workdir, abstract, step)
-    return Trained(config, hand, model, variables, step)
+    return checkpoint.restore_variables(workdir, abstract, step)
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:

@@ -359,20 +359,29 @@ def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
+def image_plane_turn(R: np.ndarray) -> np.ndarray:
+    """T of rotations ``R [..., 3, 3]`` of camera space split as ``R = S T`` (or ``T S``): the
+    rotation about the viewing axis z by ``atan2(R_10 - R_01, R_00 + R_11)``, the turn within
+    the image; ``T^-1 R`` is then about an axis in the image plane, the turn in depth."""
+    R = np.asarray(R, np.float64)
+    angle = np.arctan2(R[..., 1, 0] - R[..., 0, 1], R[..., 0, 0] + R[..., 1, 1])
+    c, s, zero, one = np.cos(angle), np.sin(angle), np.zeros_like(angle), np.ones_like(angle)
+    rows = [[c, -s, zero], [s, c, zero], [zero, zero, one]]
+    return np.stack([np.stack(row, axis=-1) for row in rows], axis=-2)
+
+
 def image_plane_angles_deg(R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rotations ``R [..., 3, 3]`` of camera space (z the viewing axis) split as ``R = S T``:
-    T about the viewing axis (a turn within the image) and S about an axis in the image plane
-    (a turn in depth, which 2D joints leave ambiguous).
+    T about the viewing axis (a turn within the image, :func:`image_plane_turn`) and S about
+    an axis in the image plane (a turn in depth, which 2D joints leave ambiguous).
 
     Returns:
-      ``(in_plane, out_of_plane)``, degrees (0-180 each): T's angle, ``atan2(R_10 - R_01,
-      R_00 + R_11)`` in magnitude, and S's, the angle between ``R z`` and z. Either order
-      (``S T`` or ``T S``) and ``R`` or its inverse give the same two angles.
+      ``(in_plane, out_of_plane)``, degrees (0-180 each): T's angle and S's, the angle
+      between ``R z`` and z. Either order (``S T`` or ``T S``) and ``R`` or its inverse give
+      the same two angles.
     """
     R = np.asarray(R, np.float64)
-    in_plane = np.abs(
-        np.degrees(np.arctan2(R[..., 1, 0] - R[..., 0, 1], R[..., 0, 0] + R[..., 1, 1]))
-    )
+    in_plane = rotation_angle_deg(image_plane_turn(R))
     out_of_plane = np.degrees(np.arccos(np.clip(R[..., 2, 2], -1.0, 1.0)))
     return in_plane, out_of_plane
 
