@@ -117,6 +117,50 @@ def test_heatmap_argmax_recovers_the_joints_within_a_cell():
     assert maps.max() <= 1.0
 
 
+def test_warp_is_scipys_bilinear_resampling_with_zero_outside():
+    """The reference: scipy.ndimage.map_coordinates(order=1, mode='constant') per channel,
+    at the source positions H^-1 (u + 0.5) - 0.5; crops reaching outside the image
+    included, a perspective homography and a 1-pixel-wide source too."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    for image in (rng.random((40, 30, 4)), rng.random((40, 30)), rng.random((5, 1, 3))):
+        for _ in range(5):
+            a, s = rng.uniform(-np.pi, np.pi), rng.uniform(0.4, 2.5)
+            homography = np.array(
+                [
+                    [s * np.cos(a), -s * np.sin(a), rng.uniform(-30, 50)],
+                    [s * np.sin(a), s * np.cos(a), rng.uniform(-30, 50)],
+                    [rng.uniform(-2e-3, 2e-3), rng.uniform(-2e-3, 2e-3), 1.0],
+                ]
+            )
+            centres = np.arange(24) + 0.5
+            uu, vv = np.meshgrid(centres, centres)
+            pts = np.linalg.inv(homography) @ np.stack([uu.ravel(), vv.ravel(), np.ones(576)])
+            coords = np.stack([pts[1] / pts[2] - 0.5, pts[0] / pts[2] - 0.5])
+            img = image[..., None] if image.ndim == 2 else image
+            want = np.stack(
+                [
+                    ndimage.map_coordinates(img[..., c], coords, order=1, mode="constant")
+                    for c in range(img.shape[-1])
+                ],
+                -1,
+            ).reshape(24, 24, -1)
+            got = pipeline.warp(image.astype(np.float32), homography, 24)
+            assert got.shape == (want[..., 0] if image.ndim == 2 else want).shape
+            np.testing.assert_allclose(got.reshape(want.shape), want, atol=1e-5)
+
+
+def test_heatmaps_are_the_sampled_gaussian_and_empty_for_unknown_joints():
+    joints = np.array([[10.3, 20.7], [np.nan, 3.0], [40.0, 5.0]])
+    visible = np.array([True, True, False])
+    maps = pipeline.heatmaps(joints, visible, image_size=64, heatmap_size=16, sigma=1.5)
+    centres = (np.arange(16) + 0.5) * 4.0  # crop pixels of the cells' centres
+    du, dv = np.meshgrid(centres - 10.3, centres - 20.7)
+    np.testing.assert_allclose(maps[0], np.exp(-(du**2 + dv**2) / (2 * (1.5 * 4) ** 2)), atol=1e-6)
+    assert np.all(maps[1:] == 0) and np.isfinite(maps).all()
+
+
 def test_no_labelled_joint_is_a_clear_error():
     record = make_record(6)
     record["joints3d"] = np.full((21, 3), np.nan, np.float32)

@@ -27,7 +27,6 @@ from typing import Any
 
 import grain
 import numpy as np
-from scipy import ndimage
 
 from handfit import geometry
 from handfit.data import example
@@ -73,27 +72,37 @@ def rotation_z(angle: float) -> np.ndarray:
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
-def warp(image: np.ndarray, homography: np.ndarray, out_size: int, order: int = 1) -> np.ndarray:
+def warp(image: np.ndarray, homography: np.ndarray, out_size: int) -> np.ndarray:
     """Resamples ``image [H, W, C]`` (or ``[H, W]``) so that source pixel u lands at ``H u``.
 
-    Output ``[out_size, out_size, C]`` float32; outside the source is 0.
+    Output ``[out_size, out_size, C]`` float32, bilinear; a sample outside the source's
+    pixel centres (``[0, W - 1] x [0, H - 1]`` in array indices) is 0, as
+    ``scipy.ndimage.map_coordinates(order=1, mode='constant')``. All channels share one
+    set of sample positions (one gather per corner).
     """
     inv = np.linalg.inv(homography)
-    centres = np.arange(out_size) + 0.5
-    uu, vv = np.meshgrid(centres, centres)
-    pts = inv @ np.stack([uu.ravel(), vv.ravel(), np.ones(uu.size)])
-    src_u, src_v = pts[0] / pts[2], pts[1] / pts[2]
-    coords = np.stack([src_v - 0.5, src_u - 0.5])  # array indices of pixel centres
+    c = np.arange(out_size, dtype=np.float64) + 0.5  # crop pixel centres
+    u, v = c[None, :], c[:, None]
+    z = inv[2, 0] * u + inv[2, 1] * v + inv[2, 2]
+    x = ((inv[0, 0] * u + inv[0, 1] * v + inv[0, 2]) / z - 0.5).ravel()  # array indices
+    y = ((inv[1, 0] * u + inv[1, 1] * v + inv[1, 2]) / z - 0.5).ravel()
     img = image[..., None] if image.ndim == 2 else image
-    out = np.stack(
-        [
-            ndimage.map_coordinates(
-                img[..., c].astype(np.float32), coords, order=order, mode="constant", cval=0.0
-            ).reshape(out_size, out_size)
-            for c in range(img.shape[-1])
-        ],
-        -1,
-    )
+    h, w = img.shape[:2]
+    inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+    x0 = np.clip(np.floor(x), 0, max(w - 2, 0))
+    y0 = np.clip(np.floor(y), 0, max(h - 2, 0))
+    fx = (x - x0).astype(np.float32)[:, None]
+    fy = (y - y0).astype(np.float32)[:, None]
+    flat = img.reshape(h * w, img.shape[-1]).astype(np.float32, copy=False)
+    i00 = y0.astype(np.intp) * w + x0.astype(np.intp)
+    dx, dy = int(w > 1), w * int(h > 1)  # the next column and row (none in a 1-pixel side)
+    top = flat[i00]
+    top += (flat[i00 + dx] - top) * fx
+    bottom = flat[i00 + dy]
+    bottom += (flat[i00 + dy + dx] - bottom) * fx
+    top += (bottom - top) * fy
+    top *= inside[:, None]
+    out = top.reshape(out_size, out_size, img.shape[-1])
     return out[..., 0] if image.ndim == 2 else out
 
 
@@ -112,13 +121,15 @@ def heatmaps(
     ``sigma`` is in cells. ``xp`` is the array module: ``numpy`` here, ``jax.numpy`` for
     examples made inside a jitted step (``handfit.augment``), so both share one formula.
     """
-    cells = joints2d / (image_size / heatmap_size)  # continuous heat-map coordinates
-    centres = xp.arange(heatmap_size) + 0.5
-    du = centres[None, None, :] - cells[:, 0, None, None]
-    dv = centres[None, :, None] - cells[:, 1, None, None]
-    maps = xp.exp(-(du**2 + dv**2) / (2 * sigma**2))
     ok = visible & xp.isfinite(joints2d).all(-1)
-    return xp.where(ok[:, None, None], xp.nan_to_num(maps), 0.0).astype(xp.float32)
+    # continuous heat-map coordinates; a joint that is not drawn is put at 0, then zeroed
+    cells = xp.where(ok[:, None], joints2d, 0.0) / (image_size / heatmap_size)
+    centres = xp.arange(heatmap_size) + 0.5
+    # separable: exp(-(du^2 + dv^2) / 2s^2) = exp(-du^2 / 2s^2) exp(-dv^2 / 2s^2)
+    gu = xp.exp(-xp.square(centres[None, :] - cells[:, 0, None]) / (2 * sigma**2))
+    gv = xp.exp(-xp.square(centres[None, :] - cells[:, 1, None]) / (2 * sigma**2))
+    gu = xp.where(ok[:, None], gu, 0.0)
+    return (gv[:, :, None] * gu[:, None, :]).astype(xp.float32)
 
 
 def _color_jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
@@ -187,14 +198,17 @@ def process(
     k_crop = crop @ k_virtual
     homography = k_crop @ motion @ np.linalg.inv(K)
 
-    out_image = warp(image.astype(np.float32) / 255.0, homography, image_size)
+    has_mask = "mask" in record and bool(record.get("has_mask", True))
+    layers = [image.astype(np.float32) / 255.0]
+    if has_mask:  # the mask as a fourth channel: one warp for both
+        mask = np.asarray(record["mask"])
+        layers.append((mask[..., 0] if mask.ndim == 3 else mask).astype(np.float32)[..., None])
+    warped = warp(np.concatenate(layers, -1) if has_mask else layers[0], homography, image_size)
+    out_image = warped[..., :3]
     if rng is not None and color_jitter > 0:
         out_image = _color_jitter(out_image, rng, color_jitter)
-    has_mask = "mask" in record and bool(record.get("has_mask", True))
     if has_mask:
-        mask = np.asarray(record["mask"])
-        mask = mask[..., 0] if mask.ndim == 3 else mask
-        out_mask = (warp(mask.astype(np.float32), homography, image_size) > 0.5).astype(np.float32)
+        out_mask = (warped[..., 3] > 0.5).astype(np.float32)
     else:
         out_mask = np.zeros((image_size, image_size), np.float32)
 
