@@ -208,7 +208,11 @@ def _predict(
         if half_weight_spread > 0:
             weights = refine.spread_weights(out.joints2d_spread, half_weight_spread * s)
         evidence = refine.Evidence(joints2d=out.joints2d[-1], visible=weights)
-        hooks = refine.dhpe_hooks(model, variables, images) if reestimate else None
+        hooks = None
+        if reestimate or refine_config.silhouette_target == "features":
+            hooks = refine.dhpe_hooks(model, variables, images)
+            if not reestimate:  # f_F for the 'features' term; the 2D target stays j2D(T)
+                hooks = hooks._replace(refine_joints2d=None)
         crop_base = params.crop_base_translation(K, float(s))
         res = refine.refine(
             start, evidence, hand, camera, refine_config, hooks, base_translation=crop_base

@@ -6,6 +6,7 @@ import zipfile
 
 import fixtures_data as fx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference_scorers as ref
@@ -395,6 +396,36 @@ def test_eq13_weighs_the_joints_by_the_cpm_spread_when_asked(setup):
     np.testing.assert_allclose(weighted["refined"]["joints3d"], want.joints3d, atol=1e-5)
     differ = np.abs(np.asarray(weighted["refined"]["joints3d"] - uniform["refined"]["joints3d"]))
     assert differ.max() > 1e-5
+
+
+def test_eq13_features_term_without_reestimating_the_joints(setup):
+    """silhouette_target='features' with reestimate_joints2d=False: Eq. 13 gets f_F and the
+    crops (the feature-similarity term) but keeps j2D(T) as its 2D target."""
+    config, runs, _, _ = setup
+    model = dhpe.from_config(config)
+    variables = perturbed(next(iter(runs.values())))
+    images = jax.random.uniform(jax.random.key(8), (2, 32, 32, 3))
+    K = np.array([[[60.0, 0, 16], [0, 60, 16], [0, 0, 1]]] * 2, np.float32)
+    cfg = refine.RefineConfig(
+        steps=3, silhouette_target="features", silhouette_weight=5.0, render_size=32
+    )
+    pred, joints2d = evaluate._predict(
+        variables, images, K, model=model, hand=HAND, refine_config=cfg, reestimate=False
+    )
+    out = model.apply(variables, images, K, HAND, train=False)
+    hooks = refine.dhpe_hooks(model, variables, images)._replace(refine_joints2d=None)
+    want = refine.refine(
+        params.MeshParams.from_vector(out.params[-1]),
+        refine.Evidence(out.joints2d[-1], jnp.ones((2, 21))),
+        HAND,
+        render.crop_camera(K, 32),
+        cfg,
+        hooks,
+        base_translation=params.crop_base_translation(K, 32.0),
+    )
+    np.testing.assert_allclose(pred["refined"]["joints3d"], want.joints3d, atol=1e-5)
+    np.testing.assert_allclose(joints2d["refined_target"], out.joints2d[-1], atol=1e-5)
+    assert "silhouette" in want.terms and float(jnp.abs(want.terms["silhouette"]).max()) > 0
 
 
 def test_restore_trained_gives_the_workdirs_own_network(setup):
