@@ -78,6 +78,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.rotation_form = "quaternion"
     config.model.iterations = 3  # Eq. 5's steps of f_M (and f_R)
     config.model.use_refiner = True  # ablation: without f_R the CPM's joints are used throughout
+    # Not in the paper: the mask head f_S (handfit.models.segmentation), the hand's mask read
+    # off f_H's input map and trained on the true masks (loss.weights.mask), which Eq. 13's
+    # silhouette term then fits in --mode=eval (refine.silhouette_target 'auto' or 'mask').
+    config.model.mask_head = False
+    config.model.mask_head_width = 32  # its hidden channels
     config.model.render_size = 56  # side of the rendered silhouettes during training
     config.model.sigma = 1.0  # soft silhouette sharpness, pixels^2 at render_size
     # (face, window) pairs per silhouette in training (0: the renderer's default, 8 per face);
@@ -201,6 +206,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Not in the paper: Eq. 8 after the best global rotation (aligned_articulation_loss),
     # the articulation alone. 0 reproduces Eq. 7.
     config.loss.weights.aligned_articulation = 0.0
+    # Not in the paper: the mask head's binary cross-entropy against the true masks, per
+    # cell of its map (examples with a mask; model.mask_head only).
+    config.loss.weights.mask = 1.0
     # Eq. 12's gate: mean 2D joint error, crop pixels (the paper's value was lost).
     config.loss.tau = 10.0
     config.loss.constant_shape_weight = False  # ablation: lambda_Sh = 1 for every example

@@ -159,6 +159,8 @@ def _rules() -> dict[str, Rule]:
         "model.cpm_depth": _integer(1),
         "model.iterations": _integer(1),
         "model.use_refiner": _BOOL,
+        "model.mask_head": _BOOL,
+        "model.mask_head_width": _integer(1),
         "model.render_size": _integer(0),
         "model.sigma": _above(0),
         "model.render_budget": _integer(0),
@@ -316,6 +318,8 @@ MODEL_FIELDS: dict[str, Callable[[Any], Any]] = {
     "model.cpm_depth": int,
     "model.iterations": int,
     "model.use_refiner": bool,
+    "model.mask_head": bool,
+    "model.mask_head_width": int,
     "data.image_size": int,
     "data.heatmap_size": int,
     "hand.model_path": lambda p: os.path.basename(str(p)),  # the file, wherever it lies

@@ -61,7 +61,7 @@ import numpy as np
 
 from handfit import checkpoint, config_check, mano, metrics, params, refine, render, skeleton, viz
 from handfit.data import builders, example, pipeline
-from handfit.models import dhpe
+from handfit.models import dhpe, segmentation
 
 # The paper's 3D PCK AUC over 20-50 mm (read off its plots; approximate, docs/datasets.md).
 REFERENCE_AUC = {"rhd": 0.926, "stb": 0.995, "dexter_object": 0.65}
@@ -201,13 +201,20 @@ def _predict(
         "baseline": _render(base.vertices, base.joints, camera, hand.faces),
     }
     joints2d = {"cpm": out.joints2d_cpm, "refiner": out.joints2d[-1]}
+    head_mask = None
+    if out.mask_logits is not None:  # f_S's P(hand) at crop size: scored, and Eq. 13's mask
+        head_mask = segmentation.mask_probabilities(out.mask_logits, s)
+        pred["mask_head"] = {"mask": head_mask}
     if refine_config is not None:
         # p(T) as the network placed it: from its crops' base point (params.mesh).
         start = params.MeshParams.from_vector(out.params[-1])
         weights = jnp.ones((b, skeleton.NUM_JOINTS))
         if half_weight_spread > 0:
             weights = refine.spread_weights(out.joints2d_spread, half_weight_spread * s)
-        evidence = refine.Evidence(joints2d=out.joints2d[-1], visible=weights)
+        use_mask = head_mask is not None and refine_config.silhouette_target in ("auto", "mask")
+        evidence = refine.Evidence(
+            joints2d=out.joints2d[-1], visible=weights, mask=head_mask if use_mask else None
+        )
         hooks = None
         if reestimate or refine_config.silhouette_target == "features":
             hooks = refine.dhpe_hooks(model, variables, images)
@@ -343,6 +350,7 @@ def _evaluate_dataset(
     pose2d.update({f"{v}_projected": metrics.PoseEval2D() for v in variants})
     pose2d_image = {k: metrics.PoseEval2D(frame="image") for k in pose2d}
     seg = {v: metrics.SegmentationEval() for v in variants}
+    seg_head = metrics.SegmentationEval()  # the mask head f_S's own masks, when it has one
     # FreiHAND's evaluation split: the submission (refined if refinement is on, else network).
     submit = ("refined" if "refined" in variants else "network") if name == "freihand" else None
     submission: dict[str, list] = {"ids": [], "joints3d": [], "vertices": []}
@@ -376,6 +384,8 @@ def _evaluate_dataset(
                 evals[f"{v}_projected"].add(pred[v]["joints2d"], batch["joints2d"], visible, scale)
             if has_mask.any():
                 seg[v].add(pred[v]["mask"][has_mask], batch["mask"][has_mask])
+        if "mask_head" in pred and has_mask.any():
+            seg_head.add(pred["mask_head"]["mask"][has_mask], batch["mask"][has_mask])
         for k in network2d:
             pose2d[k].add(joints2d[k], batch["joints2d"], visible)
             pose2d_image[k].add(joints2d[k], batch["joints2d"], visible, image_px)
@@ -415,6 +425,8 @@ def _evaluate_dataset(
         result["mesh"] = {v: e.result() for v, e in mesh.items()}
     if seg[variants[0]].counts:
         result["segmentation"] = {v: e.result() for v, e in seg.items()}
+    if seg_head.counts:
+        result["mask_head"] = seg_head.result()
     protocol = result["pose3d"][variants[0]]["protocol"]
     viz.pck_plot_png(
         os.path.join(out_dir, f"pck_{name}.png"),
@@ -489,6 +501,22 @@ def _table(runs: Mapping[str, dict], hand_name: str, protocol_note: str) -> str:
     lines += _auc_table(
         runs, "pose2d", JOINTS2D, "2D joints of the networks, PCK AUC over 0-30 px:"
     )
+    heads = [
+        f"| {w} | {name} | {res['mask_head']['iou']:.3f} |"
+        for w, run in runs.items()
+        for name, res in run["datasets"].items()
+        if "mask_head" in res
+    ]
+    if heads:
+        lines += [
+            "",
+            "The mask head f_S's own masks (P(hand) > 0.5; Eq. 13 fits them), IoU vs the "
+            "ground-truth mask:",
+            "",
+            "| workdir | dataset | mask head IoU |",
+            "|---|---|---|",
+            *heads,
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from handfit import defaults, geometry, skeleton
 
@@ -63,6 +64,18 @@ def feature_loss(*, features: jnp.ndarray, masked_features: jnp.ndarray) -> jnp.
     a fixed target.
     """
     return jnp.mean(jnp.square(features - masked_features))
+
+
+def mask_loss(*, logits: jnp.ndarray, masks: jnp.ndarray, has_mask: jnp.ndarray) -> jnp.ndarray:
+    """The mask head's binary cross-entropy (not in the paper), nats per cell.
+
+    Args:
+      logits: [B, h, w] the head's logits.
+      masks: [B, h, w] the true masks averaged over each cell, in [0, 1] (soft targets).
+      has_mask: [B] 1 where the example has a mask; the others are left out.
+    """
+    per_cell = optax.sigmoid_binary_cross_entropy(logits, masks)
+    return _masked_mean(per_cell, has_mask.astype(per_cell.dtype)[:, None, None])
 
 
 def _stages(heatmaps: jnp.ndarray, targets: jnp.ndarray) -> jnp.ndarray:

@@ -148,6 +148,12 @@ def dhpe_loss(
         terms |= _image_terms(
             out, batch, options=options, target=target, masked_features=masked_features
         )
+    if out.mask_logits is not None:
+        terms["mask"] = losses.mask_loss(
+            logits=out.mask_logits,
+            masks=pool_masks(batch["mask"], out.mask_logits.shape[-1]),
+            has_mask=batch["has_mask"],
+        )
     if options.use_refiner:
         terms["refiner"] = losses.refiner_loss(
             joints2d_iters=out.joints2d,

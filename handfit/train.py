@@ -298,7 +298,13 @@ def _train_step(
 
 
 # The DHPE's top-level parameter groups and the paper's names for them.
-MODULES = {"backbone": "f_F", "cpm": "f_H", "mesh_regressor": "f_M", "pose_refiner": "f_R"}
+MODULES = {
+    "backbone": "f_F",
+    "cpm": "f_H",
+    "mesh_regressor": "f_M",
+    "pose_refiner": "f_R",
+    "mask_head": "f_S",
+}
 
 
 def module_grad_norms(grads: Mapping[str, Any]) -> dict[str, jax.Array]:

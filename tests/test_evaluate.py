@@ -15,7 +15,7 @@ from scipy.spatial.transform import Rotation
 from configs import default
 from handfit import checkpoint, config_check, evaluate, mano, metrics, params, refine, render
 from handfit.data import builders, dexter_object, pipeline
-from handfit.models import dhpe
+from handfit.models import dhpe, segmentation
 
 HAND = mano.open_hand()
 NUM_TEST = 5  # batch 4: one full batch and one padded one
@@ -426,6 +426,48 @@ def test_eq13_features_term_without_reestimating_the_joints(setup):
     np.testing.assert_allclose(pred["refined"]["joints3d"], want.joints3d, atol=1e-5)
     np.testing.assert_allclose(joints2d["refined_target"], out.joints2d[-1], atol=1e-5)
     assert "silhouette" in want.terms and float(jnp.abs(want.terms["silhouette"]).max()) > 0
+
+
+def test_eq13_fits_the_mask_heads_masks_and_the_head_is_scored(setup):
+    """With the mask head f_S, Eq. 13's silhouette term fits its P(hand) (no ground truth);
+    _predict hands the masks out for scoring, and the table gets a row for them."""
+    config, _, _, _ = setup
+    config = config.copy_and_resolve_references()
+    config.model.mask_head = True
+    model = dhpe.from_config(config)
+    variables = dhpe.init(model, jax.random.key(3), HAND, batch=2)
+    images = jax.random.uniform(jax.random.key(9), (2, 32, 32, 3))
+    K = np.array([[[60.0, 0, 16], [0, 60, 16], [0, 0, 1]]] * 2, np.float32)
+    cfg = refine.RefineConfig(steps=3, silhouette_weight=1.0, render_size=32)
+    pred, _ = evaluate._predict(
+        variables, images, K, model=model, hand=HAND, refine_config=cfg, reestimate=False
+    )
+    out = model.apply(variables, images, K, HAND, train=False)
+    head = segmentation.mask_probabilities(out.mask_logits, 32)
+    np.testing.assert_allclose(pred["mask_head"]["mask"], head, atol=1e-6)
+    start = params.MeshParams.from_vector(out.params[-1])
+    kw = dict(base_translation=params.crop_base_translation(K, 32.0))
+    camera = render.crop_camera(K, 32)
+    want = refine.refine(
+        start, refine.Evidence(out.joints2d[-1], jnp.ones((2, 21)), head), HAND, camera, cfg, **kw
+    )
+    np.testing.assert_allclose(pred["refined"]["joints3d"], want.joints3d, atol=1e-5)
+    initial = refine.refine(
+        start, refine.Evidence(out.joints2d[-1], jnp.ones((2, 21))), HAND, camera, cfg, **kw
+    )
+    assert np.abs(np.asarray(initial.joints3d - want.joints3d)).max() > 1e-6
+    run = {
+        "step": 1,
+        "datasets": {
+            "synthetic": {
+                "examples": 0,
+                "pose3d": {},
+                "pose2d": {},
+                "mask_head": {"iou": 0.625},
+            }
+        },
+    }
+    assert "| w | synthetic | 0.625 |" in evaluate._table({"w": run}, HAND.name, "")
 
 
 def test_restore_trained_gives_the_workdirs_own_network(setup):

@@ -94,8 +94,8 @@ def curves():
 @pytest.fixture(scope="module")
 def logit_curves():
     """The synthetic default's choices: logit heat maps, the 6D rotation, rotation-aligned
-    Eq. 8, pose prior, teacher forcing of f_M for the first half and the hidden joints' 2D
-    supervision."""
+    Eq. 8, pose prior, teacher forcing of f_M for the first half, the hidden joints' 2D
+    supervision and the mask head f_S."""
     overrides = dict(
         model__heatmap_form="logits",
         model__rotation_form="6d",
@@ -105,6 +105,7 @@ def logit_curves():
         loss__supervise_occluded=True,
         train__teacher_joints2d=1.0,
         train__teacher_until=0.5,
+        model__mask_head=True,
     )
     curves, host = _train(**overrides)
     config = tiny.get_config()
@@ -145,6 +146,7 @@ def test_logit_heat_maps_and_aligned_articulation_learn(logit_curves):
     c = logit_curves
     first, last = c["heatmap"][0], c["heatmap"][-10:].mean()
     assert last - c["floor"] < 0.3 * (first - c["floor"]), (first, last, c["floor"])
-    for term in ("articulation", "aligned_articulation", "keypoints"):
+    for term in ("articulation", "aligned_articulation", "keypoints", "mask"):
         assert c[term][-10:].mean() < 0.25 * c[term][0], term
+    assert (c["grad_norm/f_S"] > 0).all(), "the mask head f_S is trained"
     assert np.isfinite(c["pose_prior"]).all() and c["pose_prior"][-10:].mean() < 1e-2

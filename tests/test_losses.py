@@ -22,6 +22,17 @@ def test_feature_loss_hand_computed():
     assert losses.feature_loss(features=f, masked_features=jnp.zeros_like(f)) == pytest.approx(1.25)
 
 
+def test_mask_loss_is_the_cross_entropy_of_the_examples_with_a_mask():
+    logits = jnp.array([[[2.0, -1.0]], [[0.5, 3.0]], [[9.0, 9.0]]])  # [3, 1, 2]
+    masks = jnp.array([[[1.0, 0.25]], [[0.0, 1.0]], [[0.0, 0.0]]])
+    has_mask = jnp.array([1, 1, 0])
+    p = 1 / (1 + np.exp(-np.asarray(logits[:2])))
+    m = np.asarray(masks[:2])
+    want = np.mean(-(m * np.log(p) + (1 - m) * np.log(1 - p)))  # the third is left out
+    got = losses.mask_loss(logits=logits, masks=masks, has_mask=has_mask)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
 def test_heatmap_loss_masks_invisible_joints_and_sums_stages():
     targets = jnp.zeros((1, 2, 2, J))
     pred = np.zeros((1, 2, 2, J), np.float32)

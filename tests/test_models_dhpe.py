@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from handfit import mano, params, render
-from handfit.models import cpm, dhpe, heads, resnet
+from handfit.models import cpm, dhpe, heads, resnet, segmentation
 
 S = 64
 HAND = mano.open_hand()
@@ -206,3 +206,22 @@ def test_cpm_joints_are_read_as_the_heatmap_form_says(run, form, beta):
     spread = cpm.soft_argmax_with_spread(out.heatmaps[-1], crop_size=float(S), beta=beta)[1]
     np.testing.assert_allclose(out.joints2d_spread, spread, rtol=1e-5, atol=1e-4)
     assert out.joints2d_spread.shape == out.joints2d_cpm.shape[:-1]
+
+
+def test_mask_head_gives_logits_at_crop_size_from_f_hs_input_map(run):
+    """model.mask_head: f_S's logits [B, S, S], a function of the image (through the map f_H
+    reads), trained by its own parameters; without it the output has none."""
+    _, _, images, K, out = run
+    assert out.mask_logits is None
+    model = dhpe.DHPE(
+        backbone=resnet.ResNetTiny, cpm=cpm.CPMTiny, crop_size=S, render_size=0, mask_head=True
+    )
+    variables = dhpe.init(model, jax.random.key(0), HAND, batch=2)
+    assert set(variables["params"]["mask_head"]) == {"conv", "logits"}
+    got = model.apply(variables, images, K, HAND, train=False)
+    assert got.mask_logits.shape == (2, S, S)
+    other = model.apply(variables, images[::-1], K, HAND, train=False)
+    np.testing.assert_allclose(other.mask_logits, got.mask_logits[::-1], atol=1e-5)
+    assert float(jnp.abs(got.mask_logits[0] - got.mask_logits[1]).max()) > 0
+    probs = segmentation.mask_probabilities(got.mask_logits, S)
+    np.testing.assert_allclose(probs, jax.nn.sigmoid(got.mask_logits), atol=1e-6)

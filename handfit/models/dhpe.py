@@ -30,7 +30,7 @@ from jax import lax
 from handfit import defaults, mano, params
 from handfit import render as rnd
 from handfit.models import cpm as cpm_lib
-from handfit.models import heads, resnet
+from handfit.models import heads, resnet, segmentation
 
 MODEL, DATA = defaults.section("model"), defaults.section("data")
 
@@ -55,6 +55,8 @@ class DHPEOutput:
     joints2d_spread: [B, 21] how spread out the CPM's last maps are about j2D(0) (crop
       pixels, ``cpm.soft_argmax_with_spread`` at the soft arg-max's sharpness): its uncertainty,
       which weights the joints in test-time refinement (``refine.joints2d_half_weight_spread``).
+    mask_logits: [B, S, S] the mask head f_S's logits (from f_H's input map), or None without
+      it (``DHPE.mask_head``; ``segmentation.mask_probabilities`` gives P(hand) at crop size).
     """
 
     features: jax.Array
@@ -67,6 +69,7 @@ class DHPEOutput:
     joints2d_proj: jax.Array
     joints2d: jax.Array
     joints2d_spread: jax.Array
+    mask_logits: jax.Array | None = None
 
 
 def place(p: jax.Array, hand: mano.HandModel, K: jax.Array, crop_size: float) -> params.Placed:
@@ -99,6 +102,9 @@ class DHPE(nn.Module):
       rotation_form: how f_M codes the rotation it updates ('quaternion', the paper, or
         '6d'; ``params.regression_vector``).
       mesh_feature_width: f_M's ``feature_width`` (0: it reads f itself, as in the paper).
+      mask_head: add f_S (``segmentation.MaskHead``, beyond the paper), the hand's mask
+        predicted from the map f_H reads, for Eq. 13's silhouette term; mask_head_width
+        its hidden channels.
 
     Each default named in ``config.model`` (and ``crop_size``, ``data.image_size``) is
     configs/default.py's (``handfit.defaults``).
@@ -120,6 +126,8 @@ class DHPE(nn.Module):
     refiner_hidden: tuple[int, ...] = MODEL.refiner_hidden
     rotation_form: str = MODEL.rotation_form
     mesh_feature_width: int = MODEL.mesh_feature_width
+    mask_head: bool = MODEL.mask_head
+    mask_head_width: int = MODEL.mask_head_width
 
     def setup(self):
         size = float(self.crop_size)
@@ -135,6 +143,12 @@ class DHPE(nn.Module):
         if self.use_refiner:
             self.f_R = heads.PoseRefiner(
                 crop_size=size, hidden=self.refiner_hidden, name="pose_refiner"
+            )
+        if self.mask_head:
+            self.f_S = segmentation.MaskHead(
+                width=self.mask_head_width,
+                upsample=int(self.cpm_input.removeprefix("stride")),  # to the crop's pixels
+                name="mask_head",
             )
 
     def features(self, images: jax.Array, *, train: bool) -> jax.Array:
@@ -182,6 +196,7 @@ class DHPE(nn.Module):
             raise ValueError(f"DHPE: K must be [{b}, 3, 3], got {K.shape}")
         f, maps = self.f_F(images, train=train)
         heatmaps = self.f_H(maps[self.cpm_input])
+        mask_logits = self.f_S(maps[self.cpm_input]) if self.mask_head else None
         beta = cpm_lib.DEFAULT_BETA if self.heatmap_form == "gaussian" else 1.0
         j2d_cpm, spread = cpm_lib.soft_argmax_with_spread(
             heatmaps[-1], crop_size=float(s), beta=beta
@@ -216,6 +231,7 @@ class DHPE(nn.Module):
             joints2d_proj=proj,
             joints2d=j2ds,
             joints2d_spread=spread,
+            mask_logits=mask_logits,
         )
 
     def silhouettes(
