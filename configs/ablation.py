@@ -1,7 +1,7 @@
 """The paper's ablations (its Fig. 5) and the augmentation study, as variants of a base config.
 
     python main.py --mode=train --workdir=runs/ablation/all \
-        --config=configs/ablation.py:synthetic,quaternion,no_teacher,visible_2d,feature
+        --config=configs/ablation.py:synthetic,quaternion,no_teacher,visible_2d,feature,no_mask_head
     python main.py --config=configs/ablation.py:synthetic,no_refiner --mode=train \
         --workdir=runs/ablation/no_refiner
     python main.py --config=configs/ablation.py:synthetic --mode=eval --workdir=runs/ablation \
@@ -26,9 +26,12 @@ SWITCH, each turning one part of the method off (or on):
   (``loss.supervise_occluded``, on in the synthetic base);
 * ``feature``: Eq. 2's feature loss at the paper's weight 1 (``loss.weights.feature``; off
   in the synthetic base, on in ``full``).
+* ``no_mask_head`` / ``mask_head``: without / with the mask head f_S (not in the paper;
+  ``model.mask_head``, on in the synthetic base): Eq. 13 then fits the start's own
+  silhouette.
 
 The paper's full method on the synthetic hands is
-``synthetic,quaternion,no_teacher,visible_2d,feature``.
+``synthetic,quaternion,no_teacher,visible_2d,feature,no_mask_head``.
 """
 
 import ml_collections
@@ -73,6 +76,8 @@ SWITCHES = {
     "no_teacher": _set("train.teacher_joints2d", 0.0),
     "visible_2d": _set("loss.supervise_occluded", False),
     "feature": _set("loss.weights.feature", 1.0),
+    "no_mask_head": _set("model.mask_head", False),
+    "mask_head": _set("model.mask_head", True),
 }
 
 

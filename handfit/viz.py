@@ -161,8 +161,8 @@ CURVE_PANELS = (
     ("heat maps (Eq. 3)", ("heatmap",)),
     ("2D joints: keypoints, refiner (Eq. 6), projection", ("keypoints", "refiner", "projection")),
     (
-        "shape (Eq. 9), feature (Eq. 2), Laplacian, pose prior",
-        ("shape", "feature", "laplacian", "pose_prior"),
+        "shape (Eq. 9), mask head f_S, feature (Eq. 2), Laplacian, pose prior",
+        ("shape", "mask", "feature", "laplacian", "pose_prior"),
     ),
     ("total (Eq. 7)", ("total",)),
     ("Eq. 12 gate: fraction open", ("shape_gate",)),

@@ -32,6 +32,8 @@ def test_ablation_switches_change_only_their_field():
         "no_teacher": ("train", "teacher_joints2d", 0.0),
         "visible_2d": ("loss", "supervise_occluded", False),
         "feature": ("loss.weights", "feature", 1.0),
+        "no_mask_head": ("model", "mask_head", False),
+        "mask_head": ("model", "mask_head", True),
     }
     assert set(expected) == set(ablation.SWITCHES)
     for name, (section, field, value) in expected.items():
