@@ -1,4 +1,4 @@
-"""The built-in default: a small DHPE on handfit's synthetic hands, about 10 minutes on a CPU.
+"""The built-in default: a small DHPE on handfit's synthetic hands, 15-22 minutes on a CPU.
 
     python main.py --config=configs/synthetic.py --mode=train --workdir=runs/synthetic
     python main.py --config=configs/synthetic.py --mode=eval --workdir=runs/synthetic
